@@ -1,0 +1,114 @@
+"""Config validation shared by the commands: each rule raises one ConfigError line naming the key."""
+
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from cnnlab.errors import ConfigError
+
+
+def value(cfg: DictConfig, key: str) -> Any:
+    """The resolved value at `key`; a missing mandatory value or a broken interpolation is one line."""
+    try:
+        found = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        raise ConfigError(f"{key} is required: set {key}=…") from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
+    if isinstance(found, DictConfig | ListConfig):
+        return OmegaConf.to_container(found, resolve=True)
+    return found
+
+
+def integer(cfg: DictConfig, key: str, minimum: int, example: int) -> int:
+    """An int ≥ minimum."""
+    got = value(cfg, key)
+    if isinstance(got, bool) or not isinstance(got, int) or got < minimum:
+        raise ConfigError(f"{key} must be an integer ≥ {minimum}, got {got!r}; e.g. {key}={example}")
+    return got
+
+
+def number(
+    cfg: DictConfig,
+    key: str,
+    example: float,
+    minimum: float = 0.0,
+    maximum: float | None = None,
+    allow_minimum: bool = True,
+) -> float:
+    """A real number in [minimum, maximum] (or (minimum, maximum] when not allow_minimum)."""
+    got = value(cfg, key)
+    ok = isinstance(got, int | float) and not isinstance(got, bool)
+    if ok:
+        ok = (got >= minimum if allow_minimum else got > minimum) and (maximum is None or got <= maximum)
+    if not ok:
+        low = f"≥ {minimum:g}" if allow_minimum else f"> {minimum:g}"
+        high = f" and ≤ {maximum:g}" if maximum is not None else ""
+        raise ConfigError(f"{key} must be a number {low}{high}, got {got!r}; e.g. {key}={example:g}")
+    return float(got)
+
+
+def choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (compared as text, so precision=32 and precision='32' agree)."""
+    got = str(value(cfg, key))
+    if got not in choices:
+        raise ConfigError(f"{key}={got!r} is not one of: {', '.join(choices)}")
+    return got
+
+
+def image_size(cfg: DictConfig, key: str) -> tuple[int, int] | None:
+    """An image size: null, a positive int (square) or [height, width] of positive ints."""
+    got = value(cfg, key)
+    if got is None:
+        return None
+    if isinstance(got, int) and not isinstance(got, bool) and got > 0:
+        return (got, got)
+    if (
+        isinstance(got, list)
+        and len(got) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in got)
+    ):
+        return (got[0], got[1])
+    raise ConfigError(f"{key} must be a positive int, [height, width] or null, got {got!r}; e.g. {key}=28")
+
+
+def model_spec(cfg: DictConfig) -> tuple[str, int, int, dict[str, Any]]:
+    """(name, in_channels, num_classes, options) of the configured model."""
+    options = value(cfg, "model")
+    name = options.pop("name")
+    in_channels = integer(cfg, "model.in_channels", 1, 3)
+    num_classes = integer(cfg, "model.num_classes", 2, 10)
+    options.pop("in_channels"), options.pop("num_classes")
+    return name, in_channels, num_classes, options
+
+
+def input_size(cfg: DictConfig) -> tuple[int, int]:
+    """The size fed to the model: `resize`, or the dataset's native size when resize is null."""
+    return image_size(cfg, "resize") or image_size(cfg, "dataset.image_size")
+
+
+def check_model(cfg: DictConfig) -> tuple[int, int]:
+    """Build the model on the meta device at the input size; a size it cannot take is one line."""
+    from cnnlab.models import list_models
+    from cnnlab.models.sizing import fits, smallest_input_size
+
+    name, in_channels, num_classes, options = model_spec(cfg)
+    size = input_size(cfg)
+    if name not in list_models():
+        from cnnlab.models import create_model
+
+        create_model(name, in_channels, num_classes, size)  # raises the unknown-model line
+    try:
+        ok = fits(name, in_channels, num_classes, size, **options)
+    except TypeError as error:
+        raise ConfigError(f"model {name}: {error}") from None
+    if not ok:
+        smallest = smallest_input_size(name, in_channels, num_classes, **options)
+        if smallest is None:
+            raise ConfigError(f"model {name} cannot be built with options {options}")
+        raise ConfigError(
+            f"model {name} cannot take {size[0]}×{size[1]} inputs: the smallest size it accepts is "
+            f"{smallest}×{smallest}; set resize={smallest} or larger"
+        )
+    return size

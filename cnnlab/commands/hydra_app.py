@@ -1,0 +1,140 @@
+"""Runs a command as a Hydra app: every Hydra flag works, and every bad input is one line, exit 2."""
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
+from cnnlab.training.logging import print_error
+
+CONFIG_MODULE = "cnnlab.configs"
+# Flags after which Hydra runs no job: nothing to validate first.
+_NO_JOB_FLAGS = ("help", "hydra_help", "info", "shell_completion")
+
+
+@dataclass
+class HydraCommand:
+    """A cnnlab command: `check(cfg)` validates before any work, `run(cfg)` does the work."""
+
+    name: str
+    config_name: str
+    check: Callable[[DictConfig], None]
+    run: Callable[[DictConfig], Any]
+    # Rewrites the user's overrides before composing (e.g. resume adds the run's own overrides).
+    prepare: Callable[[list[str]], list[str]] = lambda overrides: overrides
+    failures: list[str] = field(default_factory=list)
+
+    def main(self, argv: list[str]) -> int:
+        """Validate every job's config, then hand argv to Hydra; return the exit code."""
+        from hydra._internal.utils import get_args_parser
+
+        args = get_args_parser().parse_args(argv)
+        try:
+            overrides = self.prepare(args.overrides)
+            if not any(getattr(args, flag) for flag in _NO_JOB_FLAGS):
+                for job in _expand_sweep(overrides) if args.multirun else [overrides]:
+                    self.check(self.compose(job))
+        except CnnlabError as error:
+            print_error(f"cnnlab {self.name}", str(error))
+            return getattr(error, "exit_code", 2)
+        flags = [a for a in argv if a not in args.overrides]
+        sys.argv = [f"cnnlab {self.name}", *flags, *overrides]
+        hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=self.config_name, version_base="1.3")(
+            self._task
+        )()
+        if self.failures:
+            print_error(f"cnnlab {self.name}", f"{len(self.failures)} job(s) failed:")
+            for line in self.failures:
+                print_error(f"cnnlab {self.name}", line)
+            return 1
+        return 0
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        """Compose the config for `overrides` (no Hydra run), as a one-line ConfigError on failure."""
+        from hydra import compose, initialize_config_module
+
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            try:
+                return compose(self.config_name, overrides=overrides)
+            except Exception as error:  # Hydra's composition errors share no narrower base
+                raise _one_line(error, self, overrides) from None
+
+    def _task(self, cfg: DictConfig) -> Any:
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        try:
+            self.check(cfg)
+            return self.run(cfg)
+        except CnnlabError as error:
+            if not multirun:
+                print_error(f"cnnlab {self.name}", str(error))
+                raise SystemExit(getattr(error, "exit_code", 2)) from None
+            job = HydraConfig.get().job
+            line = f"job {job.num} ({job.override_dirname or 'defaults'}): {error}"
+            print_error(f"cnnlab {self.name}", line)
+            self.failures.append(line)
+            return None
+
+
+def _expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides of a -m sweep (choice and range sweeps; others are checked per job)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        return BasicSweeper.split_arguments(parsed, None)[0]
+    except Exception as error:
+        if "does not support sweep type" in str(error):  # e.g. interval(): the sweeper's business
+            return [[o for o in overrides if "(" not in o]]
+        raise ConfigError(f"cannot parse the overrides: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    """The first non-empty line of the error, or of its cause when it has no message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines and error.__cause__ is not None:
+        return _first_line(error.__cause__)
+    return lines[0] if lines else type(error).__name__
+
+
+def _one_line(error: Exception, command: HydraCommand, overrides: list[str]) -> ConfigError:
+    """Turn a Hydra/OmegaConf composition error into one actionable line."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(error, MissingConfigException) and error.options is not None:
+        group, _, option = (error.missing_cfg_file or "").rpartition("/")
+        options = sorted(error.options)
+        return ConfigError(
+            f"unknown {group} {option!r}{did_you_mean(option, options)}; choose one of: {', '.join(options)}"
+        )
+    if isinstance(error, OverrideParseException):
+        return ConfigError(f"{_first_line(error)}; overrides look like key=value (e.g. optimizer.lr=0.01)")
+    message = str(error)
+    if "Could not override" in message or "Could not append" in message:
+        key = message.split("'")[1]
+        parent, _, leaf = key.rpartition(".")
+        siblings = _keys_at(command, [o for o in overrides if not o.startswith(key)], parent)
+        hint = did_you_mean(leaf, siblings)
+        return ConfigError(
+            f"unknown config key {key!r}{hint}; `cnnlab {command.name} --cfg job` lists every key "
+            f"(use +{key}=… to add a new one)"
+        )
+    if isinstance(error, OmegaConfBaseException):
+        return ConfigError(f"invalid config: {_first_line(error)}")
+    return ConfigError(f"invalid overrides: {_first_line(error)}")
+
+
+def _keys_at(command: HydraCommand, overrides: list[str], parent: str) -> list[str]:
+    try:
+        cfg = command.compose(overrides)
+    except CnnlabError:
+        return []
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return [str(k) for k in node] if isinstance(node, DictConfig) else []

@@ -1,0 +1,144 @@
+"""Dataset sources: each decodes its images once into uint8 tensors (N, C, H, W) plus labels."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.errors import ConfigError, DataError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a dataset, held in memory."""
+
+    images: torch.Tensor  # uint8, (N, C, H, W)
+    labels: torch.Tensor  # int64, (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test splits and the class names."""
+
+    train: Split
+    test: Split
+    classes: list[str]
+
+
+def load_digits(test_fraction: float, split_seed: int) -> Dataset:
+    """scikit-learn's bundled 8×8 digits (values 0..16, scaled to 0..255), stratified split."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        bunch.target,
+        test_size=test_fraction,
+        stratify=bunch.target,
+        random_state=split_seed,
+    )
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        return Split(torch.from_numpy(x), torch.from_numpy(y).long())
+
+    return Dataset(split(x_train, y_train), split(x_test, y_test), [str(d) for d in range(10)])
+
+
+def _torchvision_loader(dataset_name: str) -> Callable[..., Dataset]:
+    def load(root: str, download: bool) -> Dataset:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, dataset_name)
+        root_path = Path(root).expanduser()
+        try:
+            train, test = (cls(root_path, train=t, download=download) for t in (True, False))
+        except RuntimeError as error:  # torchvision: "Dataset not found" (or a failed download)
+            raise _missing(dataset_name, root_path, download) from error
+        except OSError as error:  # URLError and friends: offline or a blocked host
+            raise _missing(dataset_name, root_path, download) from error
+        return Dataset(_to_split(train), _to_split(test), list(train.classes))
+
+    return load
+
+
+def _to_split(dataset) -> Split:
+    data = torch.as_tensor(np.asarray(dataset.data))
+    images = data[:, None] if data.ndim == 3 else data.permute(0, 3, 1, 2)  # gray or HWC colour
+    return Split(images.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long))
+
+
+def _missing(dataset_name: str, root: Path, download: bool) -> DataError:
+    expected = {
+        "FashionMNIST": "FashionMNIST/raw/*-idx?-ubyte files",
+        "MNIST": "MNIST/raw/*-idx?-ubyte files",
+        "CIFAR10": "cifar-10-batches-py/",
+    }[dataset_name]
+    how = "the download failed (offline?)" if download else "downloading is off"
+    return DataError(
+        f"{dataset_name} not found in {root} (expected {expected}) and {how}; copy the files there, "
+        "set data_dir=<dir with the files>, or use dataset=digits, which needs no network"
+    )
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def load_imagefolder(root: str, image_size: list[int], channels: int) -> Dataset:
+    """`root/train/<class>/*` and `root/val/<class>/*`, decoded once at `image_size`."""
+    from PIL import Image
+
+    base = Path(root).expanduser()
+    for part in ("train", "val"):
+        if not (base / part).is_dir():
+            raise DataError(
+                f"imagefolder expects {base / part}/<class>/<image> folders; "
+                "set dataset.loader.root to a folder holding train/ and val/"
+            )
+    classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
+    mode = {1: "L", 3: "RGB"}[channels]
+    height, width = image_size
+
+    def read(part: str) -> Split:
+        images, labels = [], []
+        for label, name in enumerate(classes):
+            for path in sorted((base / part / name).glob("*")):
+                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                try:
+                    with Image.open(path) as img:
+                        img = img.convert(mode).resize((width, height), Image.BILINEAR)
+                        images.append(torch.from_numpy(np.array(img)).reshape(height, width, -1))
+                except OSError as error:
+                    raise DataError(f"cannot read image {path}: {error}") from error
+                labels.append(label)
+        if not images:
+            raise DataError(f"no images found under {base / part}/<class>/")
+        return Split(torch.stack(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels))
+
+    return Dataset(read("train"), read("val"), classes)
+
+
+SOURCES: dict[str, Callable[..., Dataset]] = {
+    "digits": load_digits,
+    "fashion_mnist": _torchvision_loader("FashionMNIST"),
+    "mnist": _torchvision_loader("MNIST"),
+    "cifar10": _torchvision_loader("CIFAR10"),
+    "imagefolder": load_imagefolder,
+}
+
+
+def load_dataset(name: str, **loader_options) -> Dataset:
+    """Load dataset `name` with its loader options (the `dataset.loader` config)."""
+    if name not in SOURCES:
+        known = sorted(SOURCES)
+        raise ConfigError(
+            f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
+        )
+    return SOURCES[name](**loader_options)

@@ -1,0 +1,25 @@
+"""Typed, user-facing errors: each carries a one-line message; commands turn them into exit code 2."""
+
+
+class CnnlabError(Exception):
+    """A problem the user can fix; its message is one line that says what was wrong and how to fix it."""
+
+
+class ConfigError(CnnlabError):
+    """A configuration value is invalid."""
+
+
+class DataError(CnnlabError):
+    """A dataset is missing, unreadable or inconsistent."""
+
+
+class CheckpointError(CnnlabError):
+    """A checkpoint cannot be read or is not a cnnlab checkpoint."""
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """Return ' (did you mean X?)' for the closest choice, or '' when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

@@ -1,0 +1,71 @@
+"""LeNet-5 (d2l 7.6) and its modernized variant (ReLU and max-pooling, the chapter's exercise)."""
+
+import torch
+from torch import nn
+
+from cnnlab.models.init import init_weights
+from cnnlab.models.registry import register_model
+
+
+class LeNet(nn.Module):
+    """Two conv/activation/pool stages, then three linear layers.
+
+    The first linear layer's width is computed from `input_size`, so any input the convolutions
+    accept works (the book's LazyLinear does this at the first forward; here it is known up front).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        input_size: tuple[int, int],
+        channels: tuple[int, int],
+        hidden: tuple[int, int],
+        activation: type[nn.Module],
+        pool: type[nn.Module],
+    ) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, kernel_size=5, padding=2),
+            activation(),
+            pool(kernel_size=2, stride=2),
+            nn.Conv2d(c1, c2, kernel_size=5),
+            activation(),
+            pool(kernel_size=2, stride=2),
+            nn.Flatten(),
+        )
+        with torch.device("meta"):
+            flat = self.features(torch.empty(1, in_channels, *input_size)).shape[1]
+        h1, h2 = hidden
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, h1),
+            activation(),
+            nn.Linear(h1, h2),
+            activation(),
+            nn.Linear(h2, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@register_model("lenet")
+def lenet(in_channels: int, num_classes: int, input_size: tuple[int, int], init: str) -> nn.Module:
+    """The book's LeNet-5: sigmoid, average pooling, 6/16 channels, 120/84 hidden units."""
+    model = LeNet(in_channels, num_classes, input_size, (6, 16), (120, 84), nn.Sigmoid, nn.AvgPool2d)
+    return init_weights(model, init)
+
+
+@register_model("lenet_modern")
+def lenet_modern(
+    in_channels: int,
+    num_classes: int,
+    input_size: tuple[int, int],
+    init: str,
+    channels: tuple[int, int],
+    hidden: tuple[int, int],
+) -> nn.Module:
+    """LeNet with ReLU and max-pooling; channel and hidden widths configurable."""
+    model = LeNet(in_channels, num_classes, input_size, tuple(channels), tuple(hidden), nn.ReLU, nn.MaxPool2d)
+    return init_weights(model, init)

@@ -1,0 +1,1 @@
+"""Training: device and precision, optimizers, the loop, checkpoints and run logging."""

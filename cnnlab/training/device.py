@@ -1,0 +1,59 @@
+"""Device selection and mixed precision."""
+
+import contextlib
+
+import torch
+
+from cnnlab.errors import ConfigError
+
+PRECISIONS = ("32", "bf16", "16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda, then mps, then cpu; otherwise the named device, which must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"trainer.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.device={name} but this machine has no usable CUDA GPU "
+                f"(torch {torch.__version__}); use trainer.device=cpu or trainer.device=auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                "use cuda:0 .. cuda:N-1"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps but MPS is not available; use trainer.device=cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"trainer.device={name!r} is not supported; use auto, cpu, cuda[:N] or mps")
+    return device
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse precisions the device cannot run."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "16" and device.type != "cuda":
+        raise ConfigError(
+            "trainer.precision=16 needs a CUDA GPU; on this device use trainer.precision=bf16 or 32"
+        )
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for `precision` ('32' is plain float32)."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

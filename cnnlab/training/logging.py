@@ -1,0 +1,118 @@
+"""What a run reports: TensorBoard events, a progress bar or plain lines, metrics.json."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from cnnlab.training.checkpoint import atomic_write
+
+console = Console(highlight=False, soft_wrap=True)
+error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _ImagesPerSecond(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.speed
+        return Text(f"{speed:,.0f} img/s" if speed else "… img/s", style="cyan")
+
+
+class RunLogger:
+    """One run's TensorBoard writer and console output; only this class prints during training."""
+
+    def __init__(self, run_dir: Path, epochs: int, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.run_dir = run_dir
+        self.epochs = epochs
+        # purge_step: on resume, TensorBoard drops events at or after it, so no step is logged twice.
+        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        self.interactive = console.is_terminal
+        self._progress: Progress | None = None
+        self._task = None
+
+    def info(self, message: str) -> None:
+        """Print one line to the user."""
+        console.print(message)
+
+    def text(self, tag: str, text: str) -> None:
+        """Log text (e.g. the resolved config) to TensorBoard."""
+        self.writer.add_text(tag, text, 0)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Log scalars to TensorBoard at `step`."""
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def start_epoch(self, epoch: int, images: int, done: int = 0) -> None:
+        """Begin the progress bar of `epoch` (1-based) over `images` training images."""
+        if not self.interactive:
+            return
+        self._progress = Progress(
+            TextColumn(f"epoch {epoch}/{self.epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _ImagesPerSecond(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=images, completed=done)
+
+    def advance(self, images: int) -> None:
+        """Count `images` more trained images on the progress bar (no device synchronization)."""
+        if self._progress is not None:
+            self._progress.update(self._task, advance=images)
+
+    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Close the bar and print the epoch's line: losses, accuracies, throughput."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        console.print(
+            f"epoch {epoch}/{self.epochs}  train loss {metrics['train/loss']:.4f}  "
+            f"train acc {metrics['train/acc']:.4f}  val loss {metrics['val/loss']:.4f}  "
+            f"val acc {metrics['val/acc']:.4f}  {metrics['throughput/images_per_s']:,.0f} img/s"
+        )
+
+    def close(self) -> None:
+        """Stop any progress bar and flush the event files."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        self.writer.close()
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write JSON atomically (readers never see half a file)."""
+    data = (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode()
+    atomic_write(path, lambda file: file.write(data))
+
+
+def print_summary(rows: list[tuple[str, str]], title: str) -> None:
+    """Print a two-column summary table."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+def print_error(prefix: str, message: str) -> None:
+    """One line on stderr: `<prefix>: error: <message>`."""
+    error_console.print(f"{prefix}: error: {message}", markup=False)
+    sys.stderr.flush()

@@ -1,0 +1,209 @@
+"""The training loop: `fit` trains epoch by epoch, `evaluate` measures a split. One function each."""
+
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.data.batches import Preprocess, batches, epoch_order
+from cnnlab.data.sources import Dataset, Split
+from cnnlab.errors import CnnlabError
+from cnnlab.training.device import autocast
+from cnnlab.training.logging import RunLogger
+
+
+class Diverged(CnnlabError):
+    """The loss became non-finite; the last good checkpoints are left untouched."""
+
+    exit_code = 3
+
+
+class Interrupted(CnnlabError):
+    """SIGINT or SIGTERM arrived; `last.pt` holds the state after the last finished step."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+@dataclass
+class RunState:
+    """Where a run stands; saved in every checkpoint so a resumed run continues exactly."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # batches finished within it
+    step: int = 0  # optimizer steps since the run began
+    # The epoch in progress: per-batch summed losses (summed in one order at the epoch's end, so
+    # interrupted and uninterrupted runs give bit-identical metrics), correct count, seen, seconds.
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_correct: int = 0
+    epoch_seen: int = 0
+    epoch_seconds: float = 0.0
+    train_images: int = 0  # all finished epochs, for images/s
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0  # since the run began, across resumes
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A plain dict for the checkpoint."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What `fit` needs from the trainer config."""
+
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    seed: int
+    precision: str
+    checkpoint_every_steps: int  # 0: only at the end of each epoch
+
+
+class StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so no step is cut in half."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, split: Split, preprocess: Preprocess, batch_size: int, precision: str
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of `model` on `split`."""
+    model.eval()
+    device = split.images.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for images, labels in batches(split, batch_size):
+        with autocast(device, precision):
+            logits = model(preprocess(images))
+        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct += (logits.argmax(dim=1) == labels).sum()
+    return loss_sum.item() / len(split), correct.item() / len(split)
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    preprocess: Preprocess,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    settings: LoopSettings,
+    state: RunState,
+    logger: RunLogger,
+    save: Callable[[str, RunState], None],
+) -> RunState:
+    """Train from `state` to `settings.epochs`; `save(name, state)` writes last.pt / best.pt."""
+    train = data.train
+    device = train.images.device
+    steps_per_epoch = -(-len(train) // settings.batch_size)
+    with StopSignals() as stop:
+        while state.epoch < settings.epochs:
+            epoch = state.epoch
+            model.train()
+            order = epoch_order(len(train), settings.seed, epoch)
+            # Per-step losses stay on the device: no synchronization until the epoch's end.
+            losses = torch.zeros(steps_per_epoch, device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+            logger.start_epoch(epoch + 1, len(train), done=state.epoch_seen)
+            tic = time.perf_counter()
+            for images, labels in batches(train, settings.batch_size, order, start=state.batch):
+                with autocast(device, settings.precision):
+                    logits = model(preprocess(images))
+                    loss = F.cross_entropy(logits.float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                losses[state.batch] = loss.detach() * len(labels)
+                correct += (logits.argmax(dim=1) == labels).sum()
+                state.batch += 1
+                state.step += 1
+                state.epoch_seen += len(labels)
+                logger.advance(len(labels))
+                every = settings.checkpoint_every_steps
+                if stop.signum is not None or (every and state.step % every == 0):
+                    _settle(state, losses, correct, tic, optimizer)
+                    correct.zero_()
+                    tic = time.perf_counter()
+                    save("last", state)
+                    if stop.signum is not None:
+                        logger.close()
+                        raise Interrupted(stop.signum)
+            _settle(state, losses, correct, tic, optimizer)
+            val_loss, val_acc = evaluate(
+                model, data.test, preprocess, settings.eval_batch_size, settings.precision
+            )
+            metrics = {
+                "epoch": epoch + 1,
+                "train/loss": sum(state.epoch_losses) / len(train),
+                "train/acc": state.epoch_correct / len(train),
+                "val/loss": val_loss,
+                "val/acc": val_acc,
+                "lr": optimizer.param_groups[0]["lr"],
+                "throughput/images_per_s": len(train) / max(state.epoch_seconds, 1e-9),
+            }
+            state.train_images += len(train)
+            state.train_seconds += state.epoch_seconds
+            state.history.append(metrics)
+            state.epoch, state.batch = epoch + 1, 0
+            state.epoch_losses, state.epoch_correct = [], 0
+            state.epoch_seen, state.epoch_seconds = 0, 0.0
+            improved = val_acc > state.best_val_acc
+            if improved:
+                state.best_val_acc, state.best_epoch = val_acc, epoch + 1
+            save("last", state)
+            if improved:
+                save("best", state)
+            logger.scalars({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
+            logger.end_epoch(epoch + 1, metrics)
+    return state
+
+
+def _settle(
+    state: RunState,
+    losses: torch.Tensor,
+    correct: torch.Tensor,
+    tic: float,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """Fold the device-side sums into `state` (one synchronization) and stop on a non-finite loss."""
+    done = len(state.epoch_losses)
+    step_losses = losses[done : state.batch].tolist()
+    bad = [i for i, value in enumerate(step_losses) if not math.isfinite(value)]
+    if bad:
+        step = state.step - state.batch + done + bad[0] + 1
+        raise Diverged(
+            f"loss became non-finite at epoch {state.epoch + 1}, step {step} "
+            f"(lr {optimizer.param_groups[0]['lr']:g}); last.pt and best.pt keep the last good "
+            "state: lower optimizer.lr (or use a scheduler with warm-up) and start again"
+        )
+    state.epoch_losses.extend(step_losses)
+    state.epoch_correct += int(correct.item())
+    state.epoch_seconds += time.perf_counter() - tic

@@ -1,0 +1,46 @@
+"""Optimizers and learning-rate schedules by name; every schedule is stepped once per batch."""
+
+import torch
+from torch.optim import lr_scheduler
+
+from cnnlab.errors import ConfigError, did_you_mean
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+SCHEDULERS = ("none", "step", "cosine", "onecycle")
+
+
+def _unknown(kind: str, name: str, known) -> ConfigError:
+    known = sorted(known)
+    return ConfigError(
+        f"unknown {kind} {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
+    )
+
+
+def build_optimizer(params, name: str, **options) -> torch.optim.Optimizer:
+    """torch.optim.SGD / Adam / AdamW with the config's options (lr, momentum, weight_decay, …)."""
+    if name not in OPTIMIZERS:
+        raise _unknown("optimizer", name, OPTIMIZERS)
+    try:
+        return OPTIMIZERS[name](params, **options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"optimizer {name}: {error}") from None
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, name: str, steps_per_epoch: int, epochs: int, **options
+) -> lr_scheduler.LRScheduler:
+    """The named schedule over `epochs × steps_per_epoch` steps ('none' keeps the lr constant)."""
+    total = steps_per_epoch * epochs
+    if name == "none":
+        return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if name == "step":
+        return lr_scheduler.StepLR(
+            optimizer, step_size=options["step_epochs"] * steps_per_epoch, gamma=options["gamma"]
+        )
+    if name == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=options["min_lr"])
+    if name == "onecycle":
+        return lr_scheduler.OneCycleLR(
+            optimizer, max_lr=options["max_lr"], total_steps=total, pct_start=options["pct_start"]
+        )
+    raise _unknown("scheduler", name, SCHEDULERS)

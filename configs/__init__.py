@@ -1,0 +1,1 @@
+"""Hydra configuration groups for cnnlab (packaged as cnnlab.configs)."""
