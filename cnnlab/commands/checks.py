@@ -3,7 +3,7 @@
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from cnnlab.errors import ConfigError
 
@@ -12,12 +12,18 @@ def value(cfg: DictConfig, key: str) -> Any:
     """The resolved value at `key`; a missing mandatory value or a broken interpolation is one line."""
     try:
         found = OmegaConf.select(cfg, key, throw_on_missing=True)
-    except MissingMandatoryValue:
-        raise ConfigError(f"{key} is required: set {key}=…") from None
+        if isinstance(found, DictConfig | ListConfig):
+            found = OmegaConf.to_container(found, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as error:
-        raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
-    if isinstance(found, DictConfig | ListConfig):
-        return OmegaConf.to_container(found, resolve=True)
+        message = str(error)
+        if "Missing mandatory value" in message:  # directly, or through an interpolation
+            # A missing value itself names its full key; one reached through an interpolation
+            # names the interpolated key in its message.
+            missing = message.rsplit("Missing mandatory value: ", 1)[-1].splitlines()[0].strip()
+            if "interpolation" not in message:
+                missing = getattr(error, "full_key", None) or key
+            raise ConfigError(f"{missing} is required: set {missing}=…") from None
+        raise ConfigError(f"{key}: {message.splitlines()[0]}") from None
     return found
 
 

@@ -65,7 +65,8 @@ class HydraCommand:
             try:
                 return compose(self.config_name, overrides=overrides)
             except Exception as error:  # Hydra's composition errors share no narrower base
-                raise _one_line(error, self, overrides) from None
+                failure = error
+        raise _one_line(failure, self, overrides) from None
 
     def _task(self, cfg: DictConfig) -> Any:
         multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -119,9 +120,10 @@ def _one_line(error: Exception, command: HydraCommand, overrides: list[str]) -> 
     message = str(error)
     if "Could not override" in message or "Could not append" in message:
         key = message.split("'")[1]
-        parent, _, leaf = key.rpartition(".")
-        siblings = _keys_at(command, [o for o in overrides if not o.startswith(key)], parent)
-        hint = did_you_mean(leaf, siblings)
+        known = _all_keys(command, [o for o in overrides if not o.lstrip("+~").startswith(key)])
+        leaf = key.rpartition(".")[2]
+        same_leaf = [k for k in known if k.rpartition(".")[2] == leaf]
+        hint = f" (did you mean {same_leaf[0]}?)" if same_leaf else did_you_mean(key, known)
         return ConfigError(
             f"unknown config key {key!r}{hint}; `cnnlab {command.name} --cfg job` lists every key "
             f"(use +{key}=… to add a new one)"
@@ -131,10 +133,20 @@ def _one_line(error: Exception, command: HydraCommand, overrides: list[str]) -> 
     return ConfigError(f"invalid overrides: {_first_line(error)}")
 
 
-def _keys_at(command: HydraCommand, overrides: list[str], parent: str) -> list[str]:
+def _all_keys(command: HydraCommand, overrides: list[str]) -> list[str]:
+    """Every dotted key of the config composed without the offending override."""
     try:
         cfg = command.compose(overrides)
     except CnnlabError:
         return []
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    return [str(k) for k in node] if isinstance(node, DictConfig) else []
+
+    def walk(node, prefix: str):
+        for k in node:
+            path = f"{prefix}{k}"
+            child = node._get_node(k)
+            if isinstance(child, DictConfig):
+                yield from walk(child, f"{path}.")
+            else:
+                yield path
+
+    return list(walk(cfg, ""))

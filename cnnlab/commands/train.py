@@ -43,10 +43,9 @@ def check(cfg: DictConfig) -> None:
         if key in cfg.scheduler:
             checks.number(cfg, f"scheduler.{key}", 0.1)
     checks.choice(cfg, "dataset.name", tuple(SOURCES))
+    checks.value(cfg, "dataset.loader")  # every loader option set (imagefolder's root is required)
     if "test_fraction" in cfg.dataset.loader:
         checks.number(cfg, "dataset.loader.test_fraction", 0.2, maximum=0.9, allow_minimum=False)
-    if "root" in cfg.dataset.loader:
-        checks.value(cfg, "dataset.loader.root")
     checks.check_model(cfg)
 
 

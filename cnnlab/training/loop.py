@@ -117,8 +117,12 @@ def fit(
     state: RunState,
     logger: RunLogger,
     save: Callable[[str, RunState], None],
+    after_epoch: Callable[[RunState], None] = lambda state: None,
 ) -> RunState:
-    """Train from `state` to `settings.epochs`; `save(name, state)` writes last.pt / best.pt."""
+    """Train from `state` to `settings.epochs`; `save(name, state)` writes last.pt / best.pt.
+
+    `after_epoch(state)` runs once each epoch is logged (e.g. to draw TensorBoard images).
+    """
     train = data.train
     device = train.images.device
     steps_per_epoch = -(-len(train) // settings.batch_size)
@@ -183,6 +187,7 @@ def fit(
                 save("best", state)
             logger.scalars({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
             logger.end_epoch(epoch + 1, metrics)
+            after_epoch(state)
     return state
 
 
