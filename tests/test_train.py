@@ -1,0 +1,148 @@
+"""`cnnlab train` end to end, as a user runs it: accuracy, outputs, seeding, sweeps, datasets, install."""
+
+import gzip
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import learning_curves, metrics, one_error_line, run_dirs
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[1]
+SCALAR_TAGS = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "throughput/images_per_s"}
+
+
+def scalar_steps(run_dir: Path, tag: str) -> list[int]:
+    """Steps logged for `tag` as TensorBoard reads them (purged events excluded)."""
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
+def test_default_run_is_quick_accurate_and_complete(cli):
+    result = cli("train")
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = run_dirs(cli.cwd)
+    found = metrics(run_dir)
+    assert found["status"] == "finished"
+    assert found["epochs"] == 20
+    assert found["final"]["val/acc"] >= 0.95, found["final"]
+    assert found["best"]["val/acc"] >= found["final"]["val/acc"]
+    for name in ("last.pt", "best.pt", "config.yaml", ".hydra/overrides.yaml"):
+        assert (run_dir / name).is_file(), name
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert SCALAR_TAGS <= set(events.Tags()["scalars"])
+    assert "config/text_summary" in events.Tags()["tensors"]
+    assert scalar_steps(run_dir, "val/acc") == list(range(1, 21))
+    assert "on cpu" in result.stdout  # the device in use is printed
+    assert f"tensorboard --logdir {run_dir}" in result.stdout
+    assert "epoch 20/20" in result.stdout  # plain per-epoch lines when stdout is not a terminal
+
+
+def test_same_seed_gives_identical_metrics_and_another_seed_does_not(cli):
+    for seed in (0, 0, 1):
+        assert cli("train", "trainer.epochs=3", f"trainer.seed={seed}").returncode == 0
+    first, second, other = run_dirs(cli.cwd)
+    assert learning_curves(first) == learning_curves(second)
+    assert learning_curves(first) != learning_curves(other)
+    assert len({first, second, other}) == 3  # runs started within a second never share a directory
+
+
+def test_multirun_makes_one_named_tensorboard_run_per_job(cli):
+    result = cli("train", "-m", "optimizer.lr=0.1,0.01", "trainer.epochs=1")
+    assert result.returncode == 0, result.stderr
+    jobs = run_dirs(cli.cwd)
+    assert [job.name for job in jobs] == ["0_optimizer.lr=0.1,trainer.epochs=1", "1_optimizer.lr=0.01,trainer.epochs=1"]
+    assert jobs[0].parent == jobs[1].parent  # one sweep directory: `tensorboard --logdir` compares them
+    for job in jobs:
+        assert list(job.glob("events.out.tfevents.*"))
+        assert metrics(job)["status"] == "finished"
+    assert metrics(jobs[0])["final"] != metrics(jobs[1])["final"]
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file as MNIST ships it (big-endian dims, uint8 data)."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize(("dataset", "folder"), [("fashion_mnist", "FashionMNIST"), ("mnist", "MNIST")])
+def test_torchvision_datasets_load_from_idx_files(cli, dataset, folder):
+    """The loading path users take after torchvision's download, on IDX files written here."""
+    rng = np.random.default_rng(0)
+    raw = cli.cwd / "data" / dataset / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 256), ("t10k", 64)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 40, size=(n, 28, 28))
+        for i, label in enumerate(labels):  # a class-dependent bright bar: learnable
+            images[i, 2 * label : 2 * label + 3, 4:24] = 250
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    result = cli("train", f"dataset={dataset}", "dataset.loader.download=false", "trainer.epochs=3")
+    assert result.returncode == 0, result.stderr
+    assert "256 train / 64 test, 28×28" in result.stdout
+    assert metrics(run_dirs(cli.cwd)[0])["final"]["val/acc"] > 0.5
+
+
+def test_missing_dataset_offline_names_the_directory_and_the_offline_alternative(cli):
+    result = cli("train", "dataset=fashion_mnist", "dataset.loader.download=false")
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert str(cli.cwd / "data" / "fashion_mnist") in line
+    assert "FashionMNIST/raw/*-idx?-ubyte" in line and "dataset=digits" in line
+
+
+def test_imagefolder_trains_on_a_users_images(cli):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part, count in (("train", 12), ("val", 4)):
+        for name, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+            folder = cli.cwd / "images" / part / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(colour, 20, size=(20 + i, 30, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    root = cli.cwd / "images"
+    result = cli(
+        "train", "dataset=imagefolder", f"dataset.loader.root={root}", "dataset.num_classes=2",
+        "dataset.loader.image_size=[16,16]", "trainer.epochs=5", "trainer.batch_size=8",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "24 train / 8 test, 16×16" in result.stdout
+    assert metrics(run_dirs(cli.cwd)[0])["final"]["val/acc"] == 1.0
+    wrong = cli("train", "dataset=imagefolder", f"dataset.loader.root={root}", "dataset.num_classes=3")
+    assert wrong.returncode == 2
+    assert "has 2 classes but dataset.num_classes=3" in one_error_line(wrong.stderr)
+
+
+def test_plain_install_finds_its_configs_from_any_directory(tmp_path):
+    """`pip install .` (not editable) packages configs/ as cnnlab.configs."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(REPO)],
+        capture_output=True, text=True,
+    )
+    assert install.returncode == 0, install.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "CNNLAB_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": ""}
+    where = subprocess.run(
+        [str(python), "-c", "import cnnlab.configs, cnnlab; print(cnnlab.__file__)"],
+        cwd=elsewhere, capture_output=True, text=True, env=env,
+    )
+    assert str(venv) in where.stdout, "the installed copy, not the checkout, must be imported"
+    result = subprocess.run(
+        [str(venv / "bin" / "cnnlab"), "train", "trainer.epochs=1"],
+        cwd=elsewhere, capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert metrics(run_dirs(elsewhere)[0])["status"] == "finished"
