@@ -60,7 +60,7 @@ def batches(
     split: Split, batch_size: int, order: torch.Tensor | None = None, start: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images, labels) batches in `order` (default: as stored), from batch `start` on."""
-    n = len(split)
+    n = len(split) if order is None else len(order)
     if order is not None:
         order = order.to(split.images.device)
     for first in range(start * batch_size, n, batch_size):

@@ -96,6 +96,34 @@ class RunLogger:
         self.writer.close()
 
 
+class QuietLogger(RunLogger):
+    """The logger of ranks other than 0 under torchrun: records and prints nothing."""
+
+    def __init__(self) -> None:
+        self.writer = None
+
+    def info(self, message: str) -> None:
+        """Print nothing."""
+
+    def text(self, tag: str, text: str) -> None:
+        """Log nothing."""
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Log nothing."""
+
+    def start_epoch(self, epoch: int, images: int, done: int = 0) -> None:
+        """Show nothing."""
+
+    def advance(self, images: int) -> None:
+        """Show nothing."""
+
+    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Print nothing."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """Write JSON atomically (readers never see half a file)."""
     data = (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode()

@@ -15,6 +15,7 @@ from cnnlab.data.batches import Preprocess, batches, epoch_order
 from cnnlab.data.sources import Dataset, Split
 from cnnlab.errors import CnnlabError
 from cnnlab.training.device import autocast
+from cnnlab.training.distributed import SINGLE_PROCESS, Distributed, unwrap
 from cnnlab.training.logging import RunLogger
 
 
@@ -67,17 +68,20 @@ class LoopSettings:
     seed: int
     precision: str
     checkpoint_every_steps: int  # 0: only at the end of each epoch
+    distributed: Distributed  # under torchrun: this rank's place; batch_size stays the global batch
 
 
 class StopSignals:
     """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so no step is cut in half."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "StopSignals":
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        # Under torchrun the ranks would stop at different steps and deadlock: keep torchrun's handling.
+        for signum in (signal.SIGINT, signal.SIGTERM) if self.enabled else ():
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
@@ -91,19 +95,54 @@ class StopSignals:
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, split: Split, preprocess: Preprocess, batch_size: int, precision: str
+    model: nn.Module,
+    split: Split,
+    preprocess: Preprocess,
+    batch_size: int,
+    precision: str,
+    distributed: Distributed = SINGLE_PROCESS,
 ) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy of `model` on `split`."""
+    """Mean cross-entropy loss and accuracy of `model` on `split` (each rank takes its shard)."""
     model.eval()
+    distributed.sync_buffers(model)
     device = split.images.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for images, labels in batches(split, batch_size):
+    sums = torch.zeros(2, device=device)  # summed loss, correct
+    order = distributed.shard(torch.arange(len(split)), pad=False) if distributed.enabled else None
+    for images, labels in batches(split, batch_size, order):
         with autocast(device, precision):
             logits = model(preprocess(images))
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-        correct += (logits.argmax(dim=1) == labels).sum()
-    return loss_sum.item() / len(split), correct.item() / len(split)
+        sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
+        sums[1] += (logits.argmax(dim=1) == labels).sum()
+    loss_sum, correct = distributed.sum(sums).tolist()
+    return loss_sum / len(split), correct / len(split)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int, ranks: Distributed) -> int:
+    """Optimizer steps in one epoch: each rank takes ceil(n / world) samples in batches of batch / world."""
+    per_rank = -(-num_samples // ranks.world_size)
+    return -(-per_rank // (batch_size // ranks.world_size))
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    preprocess: Preprocess,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    precision: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a uint8 batch; returns its summed loss and correct count, on the device."""
+    with autocast(images.device, precision):
+        logits = model(preprocess(images))
+        loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+    return loss.detach() * len(labels), (logits.argmax(dim=1) == labels).sum()
 
 
 def fit(
@@ -125,55 +164,52 @@ def fit(
     """
     train = data.train
     device = train.images.device
-    steps_per_epoch = -(-len(train) // settings.batch_size)
-    with StopSignals() as stop:
+    ranks = settings.distributed
+    batch_size = settings.batch_size // ranks.world_size
+    with StopSignals(enabled=not ranks.enabled) as stop:
         while state.epoch < settings.epochs:
             epoch = state.epoch
             model.train()
-            order = epoch_order(len(train), settings.seed, epoch)
+            order = ranks.shard(epoch_order(len(train), settings.seed, epoch), pad=True)
             # Per-step losses stay on the device: no synchronization until the epoch's end.
-            losses = torch.zeros(steps_per_epoch, device=device)
+            losses = torch.zeros(steps_per_epoch(len(train), settings.batch_size, ranks), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
-            logger.start_epoch(epoch + 1, len(train), done=state.epoch_seen)
+            logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen)
             tic = time.perf_counter()
-            for images, labels in batches(train, settings.batch_size, order, start=state.batch):
-                with autocast(device, settings.precision):
-                    logits = model(preprocess(images))
-                    loss = F.cross_entropy(logits.float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                losses[state.batch] = loss.detach() * len(labels)
-                correct += (logits.argmax(dim=1) == labels).sum()
+            for images, labels in batches(train, batch_size, order, start=state.batch):
+                loss_sum, hits = train_step(
+                    model, images, labels, preprocess, optimizer, scheduler, scaler, settings.precision
+                )
+                losses[state.batch] = loss_sum
+                correct += hits
                 state.batch += 1
                 state.step += 1
                 state.epoch_seen += len(labels)
                 logger.advance(len(labels))
                 every = settings.checkpoint_every_steps
                 if stop.signum is not None or (every and state.step % every == 0):
-                    _settle(state, losses, correct, tic, optimizer)
+                    _settle(state, losses, correct, tic, optimizer, ranks)
                     correct.zero_()
                     tic = time.perf_counter()
                     save("last", state)
                     if stop.signum is not None:
                         logger.close()
                         raise Interrupted(stop.signum)
-            _settle(state, losses, correct, tic, optimizer)
+            _settle(state, losses, correct, tic, optimizer, ranks)
             val_loss, val_acc = evaluate(
-                model, data.test, preprocess, settings.eval_batch_size, settings.precision
+                unwrap(model), data.test, preprocess, settings.eval_batch_size, settings.precision, ranks
             )
+            seen = state.epoch_seen * ranks.world_size  # all ranks (padding included)
             metrics = {
                 "epoch": epoch + 1,
-                "train/loss": sum(state.epoch_losses) / len(train),
-                "train/acc": state.epoch_correct / len(train),
+                "train/loss": sum(state.epoch_losses) / seen,
+                "train/acc": state.epoch_correct / seen,
                 "val/loss": val_loss,
                 "val/acc": val_acc,
                 "lr": optimizer.param_groups[0]["lr"],
-                "throughput/images_per_s": len(train) / max(state.epoch_seconds, 1e-9),
+                "throughput/images_per_s": seen / max(state.epoch_seconds, 1e-9),
             }
-            state.train_images += len(train)
+            state.train_images += seen
             state.train_seconds += state.epoch_seconds
             state.history.append(metrics)
             state.epoch, state.batch = epoch + 1, 0
@@ -197,10 +233,12 @@ def _settle(
     correct: torch.Tensor,
     tic: float,
     optimizer: torch.optim.Optimizer,
+    ranks: Distributed,
 ) -> None:
     """Fold the device-side sums into `state` (one synchronization) and stop on a non-finite loss."""
     done = len(state.epoch_losses)
-    step_losses = losses[done : state.batch].tolist()
+    step_losses = ranks.sum(losses[done : state.batch]).tolist()
+    ranks.sum(correct)
     bad = [i for i, value in enumerate(step_losses) if not math.isfinite(value)]
     if bad:
         step = state.step - state.batch + done + bad[0] + 1

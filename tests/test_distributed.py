@@ -1,0 +1,43 @@
+"""torchrun: two CPU processes (gloo) train one run, in one directory, as well as one process does."""
+
+import os
+import subprocess
+import sys
+
+from conftest import metrics
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+RUN = ["trainer.device=cpu", "trainer.epochs=4", "trainer.batch_size=64", "trainer.threads=1"]
+
+
+def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(cli):
+    single = cli("train", *RUN, "hydra.run.dir=outputs/single")
+    assert single.returncode == 0, single.stderr
+    env = {**os.environ, "CNNLAB_DATA_DIR": str(cli.cwd / "data"), "PYTHONUNBUFFERED": "1"}
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "cnnlab", "train", *RUN, "hydra.run.dir=outputs/ddp"],
+        cwd=cli.cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("cnnlab train: done") == 1  # rank 0 alone prints
+    assert "Grad strides" not in ddp.stderr
+    run_dir = cli.cwd / "outputs" / "ddp"
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # rank 0 alone logs
+    assert {p.name for p in run_dir.glob("*.pt")} == {"last.pt", "best.pt"}
+    found, reference = metrics(run_dir), metrics(cli.cwd / "outputs" / "single")
+    assert found["status"] == "finished" and found["epochs"] == 4
+    assert abs(found["final"]["val/acc"] - reference["final"]["val/acc"]) <= 0.01
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/acc")] == [1, 2, 3, 4]
+
+
+def test_torchrun_needs_a_shared_run_directory_and_a_divisible_batch(cli):
+    env = {"WORLD_SIZE": "2"}
+    no_dir = cli("train", "trainer.device=cpu", env=env)
+    assert no_dir.returncode == 2
+    assert "add hydra.run.dir=" in no_dir.stderr
+    odd = cli("train", "trainer.batch_size=63", "hydra.run.dir=outputs/x", env=env)
+    assert odd.returncode == 2
+    assert "must divide evenly among the 2 torchrun processes" in odd.stderr
