@@ -1,5 +1,8 @@
 """Dataset sources: each decodes its images once into uint8 tensors (N, C, H, W) plus labels."""
 
+import hashlib
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +93,12 @@ def _missing(dataset_name: str, root: Path, download: bool) -> DataError:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
-def load_imagefolder(root: str, image_size: list[int], channels: int) -> Dataset:
-    """`root/train/<class>/*` and `root/val/<class>/*`, decoded once at `image_size`."""
-    from PIL import Image
+def load_imagefolder(root: str, image_size: list[int], channels: int, cache_dir: str) -> Dataset:
+    """`root/train/<class>/*` and `root/val/<class>/*`, decoded once at `image_size` and cached.
 
+    The cache file's name hashes the root, size, channels and every file's size and mtime, so any
+    change to the images makes a new decode.
+    """
     base = Path(root).expanduser()
     for part in ("train", "val"):
         if not (base / part).is_dir():
@@ -101,28 +106,53 @@ def load_imagefolder(root: str, image_size: list[int], channels: int) -> Dataset
                 f"imagefolder expects {base / part}/<class>/<image> folders; "
                 "set dataset.loader.root to a folder holding train/ and val/"
             )
+    if channels not in (1, 3):
+        raise ConfigError(f"imagefolder reads 1 (grayscale) or 3 (RGB) channels, not {channels}")
     classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
-    mode = {1: "L", 3: "RGB"}[channels]
-    height, width = image_size
-
-    def read(part: str) -> Split:
-        images, labels = [], []
-        for label, name in enumerate(classes):
-            for path in sorted((base / part / name).glob("*")):
-                if path.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    with Image.open(path) as img:
-                        img = img.convert(mode).resize((width, height), Image.BILINEAR)
-                        images.append(torch.from_numpy(np.array(img)).reshape(height, width, -1))
-                except OSError as error:
-                    raise DataError(f"cannot read image {path}: {error}") from error
-                labels.append(label)
-        if not images:
+    files = {
+        part: [
+            (label, path)
+            for label, name in enumerate(classes)
+            for path in sorted((base / part / name).glob("*"))
+            if path.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        for part in ("train", "val")
+    }
+    for part, found in files.items():
+        if not found:
             raise DataError(f"no images found under {base / part}/<class>/")
-        return Split(torch.stack(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels))
+    fingerprint = [str(base.resolve()), list(image_size), channels]
+    for found in files.values():
+        fingerprint += [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for _, path in found]
+    digest = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]
+    cache = Path(cache_dir).expanduser() / f"imagefolder-{digest}.pt"
+    if cache.is_file():
+        saved = torch.load(cache, weights_only=True)
+        return Dataset(Split(*saved["train"]), Split(*saved["val"]), saved["classes"])
+    train, val = (_decode(files[part], image_size, channels) for part in ("train", "val"))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(
+        {"train": (train.images, train.labels), "val": (val.images, val.labels), "classes": classes}, partial
+    )
+    os.replace(partial, cache)  # atomic: a concurrent or killed run never sees half a cache
+    return Dataset(train, val, classes)
 
-    return Dataset(read("train"), read("val"), classes)
+
+def _decode(files: list[tuple[int, Path]], image_size: list[int], channels: int) -> Split:
+    from PIL import Image
+
+    height, width = image_size
+    mode = "L" if channels == 1 else "RGB"
+    images = torch.empty(len(files), channels, height, width, dtype=torch.uint8)
+    for i, (_, path) in enumerate(files):
+        try:
+            with Image.open(path) as img:
+                pixels = np.array(img.convert(mode).resize((width, height), Image.BILINEAR))
+        except OSError as error:
+            raise DataError(f"cannot read image {path}: {error}") from error
+        images[i] = torch.from_numpy(pixels.reshape(height, width, channels)).permute(2, 0, 1)
+    return Split(images, torch.tensor([label for label, _ in files]))
 
 
 SOURCES: dict[str, Callable[..., Dataset]] = {
