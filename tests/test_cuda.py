@@ -1,0 +1,43 @@
+"""CUDA paths (skipped without a GPU): device-resident data, auto precision, fp16 scaler, checkpoints."""
+
+import pytest
+import torch
+from conftest import metrics, run_dirs
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_auto_device_trains_on_the_gpu_in_bf16_and_reaches_the_cpu_accuracy(cli):
+    result = cli("train", "trainer.epochs=20")
+    assert result.returncode == 0, result.stderr
+    assert "on cuda" in result.stdout and "precision bf16" in result.stdout
+    found = metrics(run_dirs(cli.cwd)[0])
+    assert found["final"]["val/acc"] >= 0.95
+
+
+@pytest.mark.parametrize("precision", ["32", "16"])
+def test_explicit_precisions_train(cli, precision):
+    result = cli("train", "trainer.device=cuda:0", f"trainer.precision={precision}", "trainer.epochs=5")
+    assert result.returncode == 0, result.stderr
+    assert metrics(run_dirs(cli.cwd)[0])["final"]["val/acc"] > 0.85
+
+
+def test_a_gpu_checkpoint_resumes_on_the_cpu(cli):
+    assert cli("train", "trainer.device=cuda", "trainer.epochs=1").returncode == 0
+    (run_dir,) = run_dirs(cli.cwd)
+    result = cli("train", f"trainer.resume={run_dir}", "trainer.device=cpu", "trainer.epochs=2")
+    assert result.returncode == 0, result.stderr
+    assert metrics(run_dir)["epochs"] == 2
+
+
+def test_bad_gpu_index_is_one_line(cli):
+    result = cli("train", f"trainer.device=cuda:{torch.cuda.device_count()}")
+    assert result.returncode == 2
+    assert "CUDA device(s) exist" in result.stderr
+
+
+def test_resnet18_compiled_channels_last_on_gpu(cli):
+    result = cli("train", "model=resnet18", "resize=32", "trainer.epochs=2", "trainer.compile=true",
+                 "trainer.batch_size=128")
+    assert result.returncode == 0, result.stderr
+    assert metrics(run_dirs(cli.cwd)[0])["final"]["val/acc"] > 0.5
