@@ -43,7 +43,7 @@ BAD_INPUTS = [
     (["model=lenet", "resize=[28,8]"], "the smallest size it accepts is 12×12"),
     (["trainer.device=cuda"], "trainer.device=cuda but this machine has no usable CUDA GPU"),
     (["trainer.device=tpu"], "trainer.device='tpu' is not a device"),
-    (["trainer.precision=8"], "trainer.precision='8' is not one of: 32, bf16, 16"),
+    (["trainer.precision=8"], "trainer.precision='8' is not one of: auto, 32, bf16, 16"),
     (["trainer.precision=16"], "trainer.precision=16 needs a CUDA GPU"),
     (["trainer.batchsize=3"], "unknown config key 'trainer.batchsize' (did you mean trainer.batch_size?)"),
     (["precision=bf16"], "did you mean trainer.precision?"),

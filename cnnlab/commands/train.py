@@ -1,5 +1,6 @@
 """`cnnlab train`: config → model and data → training loop → TensorBoard, checkpoints, metrics.json."""
 
+import os
 import random
 import shlex
 import time
@@ -9,30 +10,51 @@ import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
 from cnnlab.commands import checks
+from cnnlab.commands.hparams import hparam_metrics, job_hparams
 from cnnlab.commands.hydra_app import HydraCommand
 from cnnlab.commands.resume import find_run_to_resume, resume_overrides
 from cnnlab.data.batches import Preprocess, channel_stats
 from cnnlab.data.sources import SOURCES, Dataset, Split, load_dataset
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.models import create_model
+from cnnlab.training import distributed
 from cnnlab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from cnnlab.training.device import PRECISIONS, check_precision, resolve_device
-from cnnlab.training.logging import RunLogger, console, print_summary, write_json
-from cnnlab.training.loop import Diverged, Interrupted, LoopSettings, RunState, fit
+from cnnlab.training.device import (
+    PRECISIONS,
+    check_precision,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
+from cnnlab.training.logging import QuietLogger, RunLogger, console, print_summary, write_json
+from cnnlab.training.loop import Diverged, Interrupted, LoopSettings, RunState, fit, steps_per_epoch
 from cnnlab.training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
+from cnnlab.training.visuals import write_visuals
 
 
 def check(cfg: DictConfig) -> None:
     """Validate the whole config before any work: types, ranges, choices, device, input size."""
     checks.integer(cfg, "trainer.epochs", 1, 10)
-    checks.integer(cfg, "trainer.batch_size", 1, 64)
+    batch_size = checks.integer(cfg, "trainer.batch_size", 1, 64)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if batch_size % world_size:
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} is the global batch and must divide evenly among the "
+            f"{world_size} torchrun processes; e.g. trainer.batch_size={world_size * 32}"
+        )
     checks.integer(cfg, "trainer.eval_batch_size", 1, 1024)
     checks.integer(cfg, "trainer.seed", 0, 0)
     checks.integer(cfg, "trainer.checkpoint_every_steps", 0, 100)
+    checks.integer(cfg, "trainer.visual_every", 0, 5)
     device = resolve_device(str(checks.value(cfg, "trainer.device")))
     check_precision(checks.choice(cfg, "trainer.precision", PRECISIONS), device)
+    checks.choice(cfg, "trainer.channels_last", ("auto", "True", "False"))
+    checks.choice(cfg, "trainer.compile", ("True", "False"))
+    if checks.value(cfg, "trainer.threads") is not None:
+        checks.integer(cfg, "trainer.threads", 1, 2)
     checks.choice(cfg, "optimizer.name", tuple(OPTIMIZERS))
     checks.number(cfg, "optimizer.lr", 0.01, allow_minimum=False)
     checks.number(cfg, "optimizer.weight_decay", 0.0)
@@ -53,15 +75,22 @@ def run(cfg: DictConfig) -> float:
     """Train one run; return the best validation accuracy (the objective of sweepers like Optuna)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     trainer = cfg.trainer
+    device = resolve_device(trainer.device)
+    ranks = distributed.from_environment(device.type)
+    if ranks.enabled and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)  # one GPU per rank
+        torch.cuda.set_device(device)
     settings = LoopSettings(
         epochs=trainer.epochs,
         batch_size=trainer.batch_size,
         eval_batch_size=trainer.eval_batch_size,
         seed=trainer.seed,
-        precision=str(trainer.precision),
+        precision=resolve_precision(str(trainer.precision), device),
         checkpoint_every_steps=trainer.checkpoint_every_steps,
+        distributed=ranks,
     )
-    device = resolve_device(trainer.device)
+    if trainer.threads is not None:
+        torch.set_num_threads(trainer.threads)
     random.seed(settings.seed)
     np.random.seed(settings.seed)
     torch.manual_seed(settings.seed)
@@ -69,16 +98,28 @@ def run(cfg: DictConfig) -> float:
     name, in_channels, num_classes, options = checks.model_spec(cfg)
     size = checks.input_size(cfg)
     model = create_model(name, in_channels, num_classes, size, **options).to(device)
-    data = _load_data(cfg, device)
-    preprocess = Preprocess(
-        size, *(channel_stats(data.train.images.cpu()) if cfg.dataset.normalize else ())
-    ).to(device)
+    if resolve_channels_last(trainer.channels_last, device):
+        model = model.to(memory_format=torch.channels_last)
+    # Wrappers share the parameters; checkpoints save the plain module (no module./_orig_mod. keys).
+    step_model = model
+    if ranks.enabled:
+        step_model = DistributedDataParallel(
+            model,
+            device_ids=None if device.index is None else [device.index],
+            gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copies
+        )
+    if trainer.compile:
+        step_model = torch.compile(step_model)
+    data = load_data(cfg, device)
+    preprocess = make_preprocess(cfg, data, size).to(device)
     optimizer_options = OmegaConf.to_container(cfg.optimizer, resolve=True)
     optimizer = build_optimizer(model.parameters(), **optimizer_options)
-    steps_per_epoch = -(-len(data.train) // settings.batch_size)
     scheduler_options = OmegaConf.to_container(cfg.scheduler, resolve=True)
     scheduler = build_scheduler(
-        optimizer, steps_per_epoch=steps_per_epoch, epochs=settings.epochs, **scheduler_options
+        optimizer,
+        steps_per_epoch=steps_per_epoch(len(data.train), settings.batch_size, ranks),
+        epochs=settings.epochs,
+        **scheduler_options,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16")
 
@@ -93,11 +134,14 @@ def run(cfg: DictConfig) -> float:
         scaler.load_state_dict(payload["scaler"])
         state = RunState(**payload["state"])
         set_rng_state(payload["rng"])
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    if ranks.is_main:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
     wall_start = time.perf_counter() - state.wall_seconds
 
     def save(kind: str, state: RunState) -> None:
         state.wall_seconds = time.perf_counter() - wall_start
+        if not ranks.is_main:
+            return
         save_checkpoint(
             run_dir / f"{kind}.pt",
             {
@@ -111,7 +155,10 @@ def run(cfg: DictConfig) -> float:
             },
         )
 
-    logger = RunLogger(run_dir, settings.epochs, purge_step=state.epoch + 1 if resumed else None)
+    if not ranks.is_main:  # rank 0 alone logs and prints
+        logger = QuietLogger()
+    else:
+        logger = RunLogger(run_dir, settings.epochs, purge_step=state.epoch + 1 if resumed else None)
     parameters = sum(p.numel() for p in model.parameters())
     action = f"resuming at epoch {state.epoch + 1}" if resumed else "training"
     logger.info(
@@ -120,9 +167,40 @@ def run(cfg: DictConfig) -> float:
         f"on {_describe(device)}, precision {settings.precision}"
     )
     logger.text("config", f"```\n{OmegaConf.to_yaml(config)}```")
+
+    def after_epoch(state: RunState) -> None:
+        # Images every `visual_every` epochs and always after the last one (with the model graph).
+        final = state.epoch == settings.epochs
+        if not ranks.is_main:
+            return
+        if final or (trainer.visual_every and state.epoch % trainer.visual_every == 0):
+            write_visuals(
+                logger.writer,
+                model,
+                data,
+                preprocess,
+                state.epoch,
+                settings.eval_batch_size,
+                settings.precision,
+                graph=final,
+            )
+
     status, error = "finished", None
     try:
-        state = fit(model, data, preprocess, optimizer, scheduler, scaler, settings, state, logger, save)
+        state = fit(
+            step_model,
+            data,
+            preprocess,
+            optimizer,
+            scheduler,
+            scaler,
+            settings,
+            state,
+            logger,
+            save,
+            after_epoch,
+        )
+        logger.hparams(job_hparams(cfg), hparam_metrics(state), settings.epochs)
     except (Diverged, Interrupted) as stop:
         status = "failed" if isinstance(stop, Diverged) else "interrupted"
         error = str(stop)
@@ -135,12 +213,22 @@ def run(cfg: DictConfig) -> float:
         raise
     finally:
         logger.close()
-        _write_metrics(run_dir, state, settings, status, error, str(device), time.perf_counter() - wall_start)
-    _print_result(run_dir, state, settings)
+        if ranks.is_main:
+            wall = time.perf_counter() - wall_start
+            _write_metrics(run_dir, state, settings, status, error, str(device), wall)
+        distributed.shutdown()
+    if ranks.is_main:
+        _print_result(run_dir, state, settings)
     return state.best_val_acc
 
 
-def _load_data(cfg: DictConfig, device: torch.device) -> Dataset:
+def make_preprocess(cfg: DictConfig, data: Dataset, size: tuple[int, int]) -> Preprocess:
+    """Resize to the model's input `size`, normalized by the training split's statistics if configured."""
+    return Preprocess(size, *(channel_stats(data.train.images.cpu()) if cfg.dataset.normalize else ()))
+
+
+def load_data(cfg: DictConfig, device: torch.device) -> Dataset:
+    """The configured dataset, checked against dataset.num_classes/in_channels, moved to `device`."""
     loader_options = OmegaConf.to_container(cfg.dataset.loader, resolve=True)
     data = load_dataset(cfg.dataset.name, **loader_options)
     if len(data.classes) != cfg.dataset.num_classes:
@@ -215,6 +303,12 @@ def _print_result(run_dir: Path, state: RunState, settings: LoopSettings) -> Non
 
 def prepare(overrides: list[str]) -> list[str]:
     """`trainer.resume=<run dir|checkpoint|latest>`: continue that run with its own overrides."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not any(
+        o.startswith("hydra.run.dir=") for o in overrides
+    ):
+        raise ConfigError(
+            "under torchrun all ranks must share one run directory: add hydra.run.dir=outputs/train/<name>"
+        )
     resume = [o for o in overrides if o.startswith("trainer.resume=")]
     if not resume or resume[-1].split("=", 1)[1] in ("null", ""):
         return overrides

@@ -129,7 +129,7 @@ def load_imagefolder(root: str, image_size: list[int], channels: int, cache_dir:
     if cache.is_file():
         saved = torch.load(cache, weights_only=True)
         return Dataset(Split(*saved["train"]), Split(*saved["val"]), saved["classes"])
-    train, val = (_decode(files[part], image_size, channels) for part in ("train", "val"))
+    train, val = (decode_images(files[part], image_size, channels) for part in ("train", "val"))
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(f".{os.getpid()}.tmp")
     torch.save(
@@ -139,7 +139,8 @@ def load_imagefolder(root: str, image_size: list[int], channels: int, cache_dir:
     return Dataset(train, val, classes)
 
 
-def _decode(files: list[tuple[int, Path]], image_size: list[int], channels: int) -> Split:
+def decode_images(files: list[tuple[int, Path]], image_size: list[int], channels: int) -> Split:
+    """(label, path) pairs → a Split of uint8 images at `image_size`, read as grayscale or RGB."""
     from PIL import Image
 
     height, width = image_size

@@ -1,0 +1,103 @@
+"""`cnnlab evaluate run=<run dir>`: a trained run's loss, accuracy, per-class table and confusion matrix.
+
+The run is opened by cnnlab.commands.run_dir (its docstring explains how the command's config, the
+run's saved config.yaml and a `dataset=` override fit together). Loss and accuracy come from the
+training loop's own `evaluate` with the run's batch size and precision, so evaluating last.pt on the
+test split reproduces the run's final val/acc exactly.
+"""
+
+import math
+
+import torch
+from omegaconf import DictConfig
+from rich.table import Table
+
+from cnnlab.commands import checks, run_dir
+from cnnlab.commands.hydra_app import HydraCommand
+from cnnlab.commands.train import load_data
+from cnnlab.data.sources import SOURCES
+from cnnlab.errors import ConfigError
+from cnnlab.training.device import PRECISIONS, check_precision, resolve_device, resolve_precision
+from cnnlab.training.logging import console
+from cnnlab.training.loop import evaluate
+from cnnlab.training.visuals import class_accuracies, confusion_figure, confusion_matrix, logits_of, save_png
+
+SPLITS = ("test", "train")
+
+
+def _device_and_precision(cfg: DictConfig, run_config: DictConfig) -> tuple[torch.device, str]:
+    """evaluate.device / evaluate.precision, or the run's trainer settings where they are null."""
+    device_name = checks.value(cfg, "evaluate.device")
+    device = resolve_device(str(device_name if device_name is not None else run_config.trainer.device))
+    precision = checks.value(cfg, "evaluate.precision")
+    precision = str(precision if precision is not None else run_config.trainer.precision)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"evaluate.precision={precision!r} is not one of: {', '.join(PRECISIONS)}")
+    check_precision(precision, device)
+    return device, resolve_precision(precision, device)
+
+
+def check(cfg: DictConfig) -> None:
+    """Validate before any work: the run directory and checkpoint exist, the options are valid."""
+    checkpoint = run_dir.check_run(cfg, "evaluate.checkpoint")
+    checks.choice(cfg, "evaluate.split", SPLITS)
+    _device_and_precision(cfg, run_dir.saved_config(checkpoint.parent))
+    if "dataset" in cfg:
+        checks.choice(cfg, "dataset.name", tuple(SOURCES))
+
+
+def run(cfg: DictConfig) -> float:
+    """Evaluate the run; print the results, save the confusion matrix PNG; return the accuracy."""
+    checkpoint = run_dir.check_run(cfg, "evaluate.checkpoint")
+    split_name = cfg.evaluate.split
+    device, precision = _device_and_precision(cfg, run_dir.saved_config(checkpoint.parent))
+    trained = run_dir.open_run(checkpoint, device)
+    own = trained.load_data()
+    preprocess = trained.preprocess(own)
+    config = run_dir.with_dataset(trained, cfg.dataset, cfg.data_dir) if "dataset" in cfg else trained.config
+    data = own if config is trained.config else load_data(config, device)
+    split = data.train if split_name == "train" else data.test
+    dataset = config.dataset.name
+    batch_size = trained.config.trainer.eval_batch_size
+
+    console.print(
+        f"evaluating {checkpoint} (epoch {trained.epoch}) on {dataset}, {split_name} split "
+        f"({len(split):,} images), {device}, precision {precision}",
+        markup=False,
+    )
+    loss, accuracy = evaluate(trained.model, split, preprocess, batch_size, precision)
+    predicted = logits_of(trained.model, split.images, preprocess, batch_size, precision).argmax(dim=1)
+    matrix = confusion_matrix(predicted, split.labels, len(data.classes))
+    correct = int(matrix.diag().sum())
+    console.print(
+        f"{split_name} loss {loss:.4f}  accuracy {accuracy:.4f} ({correct:,}/{len(split):,})", markup=False
+    )
+    console.print(_class_table(matrix, data.classes))
+    path = trained.directory / f"confusion-{dataset}-{split_name}-{checkpoint.stem}.png"
+    save_png(confusion_figure(matrix, data.classes), path)
+    console.print(f"confusion matrix: {path}", markup=False)
+    return accuracy
+
+
+def _class_table(matrix: torch.Tensor, classes: list[str]) -> Table:
+    """Per class: images, correct, accuracy, and the class it is most often mistaken for."""
+    table = Table(box=None, title_justify="left")
+    for header in ("class", "images", "correct", "accuracy", "most often predicted instead"):
+        table.add_column(
+            header, justify="left" if header in ("class", "most often predicted instead") else "right"
+        )
+    for i, (name, acc) in enumerate(zip(classes, class_accuracies(matrix).tolist(), strict=True)):
+        wrong = matrix[i].clone()
+        wrong[i] = 0
+        confused = f"{classes[int(wrong.argmax())]} ({int(wrong.max())})" if wrong.max() > 0 else "—"
+        table.add_row(
+            name,
+            f"{int(matrix[i].sum()):,}",
+            f"{int(matrix[i, i]):,}",
+            "—" if math.isnan(acc) else f"{acc:.4f}",
+            confused,
+        )
+    return table
+
+
+COMMAND = HydraCommand("evaluate", "evaluate", check=check, run=run)

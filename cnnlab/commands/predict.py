@@ -1,0 +1,79 @@
+"""`cnnlab predict run=<run dir> input=<image or directory>`: the top-k classes of each image.
+
+Each image is decoded as the run's training images were (grayscale or RGB by the model's input
+channels, resized to the dataset's native size), then goes through the run's own preprocessing
+(resize to the model's input, normalization by the training split's statistics): see run_dir.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from rich.table import Table
+from rich.text import Text
+
+from cnnlab.commands import checks, run_dir
+from cnnlab.commands.hydra_app import HydraCommand
+from cnnlab.training.device import resolve_device
+from cnnlab.training.logging import console
+from cnnlab.training.visuals import logits_of
+
+FORMATS = ("table", "json")
+
+
+def check(cfg: DictConfig) -> None:
+    """Validate before any work: run directory, checkpoint, input files and options."""
+    run_dir.check_run(cfg, "predict.checkpoint")
+    run_dir.image_files(str(checks.value(cfg, "input")), "input")
+    checks.integer(cfg, "predict.top_k", 1, 3)
+    checks.integer(cfg, "predict.batch_size", 1, 256)
+    checks.choice(cfg, "predict.format", FORMATS)
+    resolve_device(str(checks.value(cfg, "predict.device")))
+
+
+def run(cfg: DictConfig) -> list[dict]:
+    """Classify the images; print a table or JSON; return the predictions."""
+    options = cfg.predict
+    trained = run_dir.open_run(run_dir.check_run(cfg, "predict.checkpoint"), resolve_device(options.device))
+    data = trained.load_data()
+    preprocess = trained.preprocess(data)
+    files = run_dir.image_files(str(cfg.input), "input")
+    images = run_dir.read_images(files, trained.in_channels, trained.native_size).to(trained.device)
+    logits = logits_of(trained.model, images, preprocess, options.batch_size, "32")  # float32: a few images
+    top = torch.softmax(logits, dim=1).topk(min(options.top_k, len(data.classes)), dim=1)
+    results = [
+        {
+            "image": str(path),
+            "top_k": [
+                {"class": data.classes[index], "index": index, "probability": probability}
+                for probability, index in zip(probs.tolist(), indices.tolist(), strict=True)
+            ],
+        }
+        for path, probs, indices in zip(files, top.values, top.indices, strict=True)
+    ]
+    if options.format == "json":
+        console.out(json.dumps(results, indent=2), highlight=False)
+    else:
+        target = Path(str(cfg.input))
+        if target.is_dir():
+            console.print(f"{len(results)} images in {target}:", markup=False)
+        console.print(_table(results, target))
+    return results
+
+
+def _table(results: list[dict], target: Path) -> Table:
+    """One row per image (named relative to the input directory; long names wrap, never cut)."""
+    table = Table(box=None)
+    table.add_column("image", overflow="fold")
+    for rank in range(len(results[0]["top_k"])):
+        table.add_column(f"top {rank + 1}", no_wrap=True)
+    for result in results:
+        path = Path(result["image"])
+        name = path.relative_to(target) if target.is_dir() else path
+        cells = [Text(f"{p['class']} {p['probability']:.1%}") for p in result["top_k"]]
+        table.add_row(Text(str(name)), *cells)
+    return table
+
+
+COMMAND = HydraCommand("predict", "predict", check=check, run=run)

@@ -1,0 +1,374 @@
+"""Seeing inside a network: kernels, feature maps, confusion matrix and mistakes, drawn as images.
+
+Pure functions of a model and data; `write_visuals` sends them to a TensorBoard writer. Everything is
+drawn with PIL (no matplotlib, and no torchvision: importing it would add a second to every
+`cnnlab train`) and returned as CHW uint8 tensors, the layout TensorBoard's `add_image` takes.
+"""
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+from cnnlab.data.batches import Preprocess
+from cnnlab.data.sources import Dataset
+from cnnlab.training.checkpoint import atomic_write
+from cnnlab.training.device import autocast
+
+# Sizes of what TensorBoard shows per run: enough to read, small enough to draw in milliseconds.
+TENSORBOARD_STAGES = 2  # feature maps of the first two convolutional stages
+TENSORBOARD_CHANNELS = 16  # channels shown per stage
+TENSORBOARD_EXAMPLES = 10  # feature-map rows: the first test image of each of the first 10 classes
+MISCLASSIFIED_SHOWN = 24
+_TILE = 56  # smallest side (pixels) an image or feature map is magnified to, so 8×8 inputs are visible
+_GAP = 4
+_WHITE, _BLACK = (255, 255, 255), (0, 0, 0)
+_WRONG, _RIGHT = (200, 30, 30), (20, 130, 50)
+_DARK_BLUE = (8, 48, 107)
+
+
+# ---- what the network computes ------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def logits_of(
+    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int, precision: str
+) -> torch.Tensor:
+    """The model's float32 logits for uint8 `images` (N, C, H, W), on the CPU."""
+    model.eval()
+    device = images.device
+    outputs = []
+    for chunk in images.split(batch_size):
+        with autocast(device, precision):
+            outputs.append(model(preprocess(chunk)).float().cpu())
+    return torch.cat(outputs)
+
+
+@torch.inference_mode()
+def stage_outputs(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
+    """The feature maps at the end of each convolutional stage for preprocessed `inputs`, in order.
+
+    A stage is the stretch of the network that works at one spatial resolution and holds a Conv2d.
+    Its output is the last tensor seen at that resolution entering or leaving any leaf module, so
+    activations, pooling inputs, concatenations (Inception) and residual sums are all found without
+    knowing the architecture.
+    """
+    latest: dict[tuple[int, int], torch.Tensor] = {}
+    conv_sizes: list[tuple[int, int]] = []
+
+    def record(module: nn.Module, args: tuple, output) -> None:
+        if args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+            latest[tuple(args[0].shape[-2:])] = args[0]
+        if isinstance(output, torch.Tensor) and output.dim() == 4:
+            size = tuple(output.shape[-2:])
+            latest[size] = output
+            if isinstance(module, nn.Conv2d) and size not in conv_sizes:
+                conv_sizes.append(size)
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    training = model.training
+    try:
+        model.eval()
+        model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(training)
+    return [latest[size].float() for size in conv_sizes]
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts (num_classes, num_classes): row = true class, column = predicted class."""
+    pairs = labels.cpu() * num_classes + predicted.cpu()
+    return torch.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def class_accuracies(matrix: torch.Tensor) -> torch.Tensor:
+    """Per-class accuracy (recall) from a confusion matrix; NaN for a class with no images."""
+    return matrix.diag().double() / matrix.sum(dim=1).double()
+
+
+# ---- drawing -------------------------------------------------------------------------------------
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _pil(image: torch.Tensor) -> Image.Image:
+    """CHW uint8 → RGB PIL image (grey unless it has exactly 3 channels; then the first one is shown)."""
+    array = image.detach().cpu().permute(1, 2, 0).numpy()
+    return Image.fromarray(array if array.shape[2] == 3 else array[..., 0]).convert("RGB")
+
+
+def _chw(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+def _magnify(image: Image.Image) -> Image.Image:
+    """Nearest-neighbour upscale by a whole factor so the short side reaches _TILE (pixels stay crisp)."""
+    factor = max(1, math.ceil(_TILE / min(image.size)))
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def _to_uint8(maps: torch.Tensor) -> torch.Tensor:
+    """Scale float maps to 0..255 with one range for all of them (so channels compare)."""
+    low, high = maps.min(), maps.max()
+    scaled = (maps - low) / (high - low) if high > low else torch.zeros_like(maps)
+    return (scaled * 255).round().to(torch.uint8)
+
+
+def _text_size(text: str, font: ImageFont.FreeTypeFont) -> tuple[int, int]:
+    left, top, right, bottom = font.getbbox(text)
+    return right - left, bottom - top
+
+
+def _captioned(
+    image: Image.Image, lines: list[tuple[str, tuple[int, int, int]]], font_size: int
+) -> Image.Image:
+    """`image` with coloured text lines under it, centred."""
+    font = _font(font_size)
+    line_height = font_size + 3
+    width = max([image.width, *(_text_size(text, font)[0] + 4 for text, _ in lines)])
+    canvas = Image.new("RGB", (width, image.height + line_height * len(lines) + 2), _WHITE)
+    canvas.paste(image, ((width - image.width) // 2, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, (text, colour) in enumerate(lines):
+        draw.text((width / 2, image.height + 2 + i * line_height), text, fill=colour, font=font, anchor="mt")
+    return canvas
+
+
+def _layout(rows: list[list[Image.Image]], row_labels: list[str] | None, title: str | None) -> Image.Image:
+    """Paste rows of images on a white canvas (uniform cells), with optional row labels and a title."""
+    font = _font(13)
+    cell_w = max(im.width for row in rows for im in row)
+    cell_h = max(im.height for row in rows for im in row)
+    label_w = (
+        max((_text_size(label, font)[0] for label in row_labels), default=0) + _GAP * 2 if row_labels else 0
+    )
+    title_h = 20 if title else 0
+    columns = max(len(row) for row in rows)
+    width = label_w + columns * (cell_w + _GAP) + _GAP
+    height = title_h + len(rows) * (cell_h + _GAP) + _GAP
+    canvas = Image.new(
+        "RGB", (max(width, _text_size(title, font)[0] + 2 * _GAP if title else 0), height), _WHITE
+    )
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((_GAP, 3), title, fill=_BLACK, font=font)
+    for r, row in enumerate(rows):
+        y = title_h + _GAP + r * (cell_h + _GAP)
+        if row_labels:
+            draw.text((label_w - _GAP, y + cell_h / 2), row_labels[r], fill=_BLACK, font=font, anchor="rm")
+        for c, image in enumerate(row):
+            canvas.paste(image, (label_w + _GAP + c * (cell_w + _GAP), y))
+    return canvas
+
+
+def kernel_grid(model: nn.Module) -> torch.Tensor | None:
+    """The first Conv2d's kernels as a CHW uint8 grid (RGB when it reads 3 channels); None without one."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        return None
+    weight = conv.weight.detach().float().cpu()  # (out, in, kh, kw)
+    if weight.shape[1] != 3:  # one grey tile per (output, input) channel pair
+        weight = weight.reshape(-1, 1, *weight.shape[-2:])
+    low = weight.amin(dim=(1, 2, 3), keepdim=True)
+    high = weight.amax(dim=(1, 2, 3), keepdim=True)
+    scaled = ((weight - low) / (high - low).clamp_min(1e-12) * 255).round().to(torch.uint8)
+    tiles = [_magnify(_pil(kernel)) for kernel in scaled]  # each kernel on its own grey scale
+    out_channels, in_channels, height, width = conv.weight.shape
+    columns = min(out_channels, 8) if in_channels in (1, 3) else in_channels
+    rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
+    title = f"{out_channels} kernels of {in_channels}x{height}x{width}"
+    return _chw(_layout(rows, None, title))
+
+
+def feature_map_grid(
+    images: torch.Tensor, maps: torch.Tensor, labels: list[str], max_channels: int, title: str
+) -> torch.Tensor:
+    """One row per image: the input (uint8 CHW), then up to `max_channels` maps of that image.
+
+    All maps share one grey scale (black = smallest value shown, white = largest), so a dark map is a
+    quiet channel, not a rescaled one.
+    """
+    shown = _to_uint8(maps[:, :max_channels].cpu())
+    rows = []
+    for image, channels in zip(images, shown, strict=True):
+        tiles = _tiles(channels)
+        rows.append([_pil(image).resize(tiles[0].size, Image.NEAREST), *tiles])
+    return _chw(_layout(rows, labels, title))
+
+
+def describe(maps: torch.Tensor) -> str:
+    """'6 maps of 28x28' for a (N,) C, H, W batch of feature maps."""
+    channels, height, width = maps.shape[-3:]
+    return f"{channels} maps of {height}x{width}"
+
+
+def _tiles(maps: torch.Tensor) -> list[Image.Image]:
+    """uint8 (C, H, W) maps → one magnified RGB tile per channel."""
+    return [_magnify(Image.fromarray(m.numpy()).convert("RGB")) for m in maps]
+
+
+def activation_figure(
+    image: torch.Tensor, title: str, stages: list[torch.Tensor], max_channels: int, columns: int
+) -> Image.Image:
+    """One input (uint8 CHW) under `title`, then each stage's (C, H, W) maps wrapped at `columns`.
+
+    Each stage has its own grey scale (black = its smallest value, white = its largest; printed in
+    the stage's title), shared by its channels so that quiet channels look dark.
+    """
+    sections = [_layout([[_magnify(_pil(image))]], None, title)]
+    for number, maps in enumerate(stages, start=1):
+        shown = maps[:max_channels].cpu()
+        tiles = _tiles(_to_uint8(shown))
+        rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
+        first = f", first {len(shown)} shown" if len(shown) < len(maps) else ""
+        scale = f"black {float(shown.min()):.3g}, white {float(shown.max()):.3g}"
+        heading = f"stage {number}: {describe(maps)}{first}; {scale}"
+        sections.append(_layout(rows, None, heading))
+    canvas = Image.new("RGB", (max(s.width for s in sections), sum(s.height for s in sections)), _WHITE)
+    y = 0
+    for section in sections:
+        canvas.paste(section, (0, y))
+        y += section.height
+    return canvas
+
+
+def confusion_figure(matrix: torch.Tensor, classes: list[str]) -> torch.Tensor:
+    """The confusion matrix as a labelled CHW uint8 image: rows true, columns predicted, plus accuracy."""
+    k = len(classes)
+    cell = max(16, min(34, 640 // k))
+    font = _font(max(8, cell * 2 // 5))
+    label_font = _font(13)
+    counts = matrix.cpu()
+    rates = counts.double() / counts.sum(dim=1, keepdim=True).clamp_min(1).double()
+    accuracy = class_accuracies(counts)
+    name_w = max(_text_size(name, label_font)[0] for name in classes) + 2 * _GAP
+    left = name_w + 18  # room for the rotated "true" axis caption
+    top = name_w + 22  # rotated column names, then the "predicted" caption above them
+    acc_w = 56
+    image = Image.new("RGB", (left + k * cell + acc_w + _GAP, top + k * cell + _GAP), _WHITE)
+    draw = ImageDraw.Draw(image)
+    draw.text((left + k * cell / 2, 3), "predicted", fill=_BLACK, font=label_font, anchor="mt")
+    draw.text((left + k * cell + acc_w / 2, top - 4), "acc", fill=_BLACK, font=label_font, anchor="mb")
+    true_caption = Image.new("RGB", (_text_size("true", label_font)[0] + 4, 16), _WHITE)
+    ImageDraw.Draw(true_caption).text((2, 0), "true", fill=_BLACK, font=label_font)
+    image.paste(true_caption.rotate(90, expand=True), (2, top + k * cell // 2 - true_caption.width // 2))
+    for i, name in enumerate(classes):
+        y = top + i * cell
+        draw.text((left - _GAP, y + cell / 2), name, fill=_BLACK, font=label_font, anchor="rm")
+        column_name = Image.new("RGB", (name_w, cell), _WHITE)
+        ImageDraw.Draw(column_name).text((_GAP, cell / 2), name, fill=_BLACK, font=label_font, anchor="lm")
+        image.paste(column_name.rotate(90, expand=True), (left + i * cell, top - name_w))
+        for j in range(k):
+            rate = float(rates[i, j])
+            colour = tuple(round(w + (d - w) * rate) for w, d in zip(_WHITE, _DARK_BLUE, strict=True))
+            x = left + j * cell
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=colour, outline=(225, 225, 225))
+            if counts[i, j]:
+                ink = _WHITE if rate > 0.5 else _BLACK
+                draw.text(
+                    (x + cell / 2, y + cell / 2), str(int(counts[i, j])), fill=ink, font=font, anchor="mm"
+                )
+        acc = float(accuracy[i])
+        text = "—" if math.isnan(acc) else f"{acc:.3f}"
+        draw.text(
+            (left + k * cell + acc_w / 2, y + cell / 2), text, fill=_BLACK, font=label_font, anchor="mm"
+        )
+    return _chw(image)
+
+
+def misclassified_grid(
+    images: torch.Tensor, predicted: torch.Tensor, labels: torch.Tensor, classes: list[str], limit: int
+) -> torch.Tensor | None:
+    """Up to `limit` wrongly classified uint8 images, each captioned with predicted and true class."""
+    predicted, labels = predicted.cpu(), labels.cpu()
+    wrong = (predicted != labels).nonzero().flatten()[:limit].tolist()
+    if not wrong:
+        return None
+    tiles = [
+        _captioned(
+            _magnify(_pil(images[i])),
+            [(f"pred {classes[int(predicted[i])]}", _WRONG), (f"true {classes[int(labels[i])]}", _RIGHT)],
+            11,
+        )
+        for i in wrong
+    ]
+    columns = 8
+    rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
+    return _chw(_layout(rows, None, None))
+
+
+def save_png(image: torch.Tensor | Image.Image, path: Path) -> None:
+    """Write a CHW uint8 tensor or PIL image as a PNG, atomically."""
+    picture = _pil(image) if isinstance(image, torch.Tensor) else image
+    atomic_write(path, lambda file: picture.save(file, format="PNG"))
+
+
+# ---- TensorBoard ---------------------------------------------------------------------------------
+
+
+def first_of_each_class(labels: torch.Tensor, num_classes: int) -> list[int]:
+    """The index of the first sample of each class present in `labels` (a fixed, reproducible set)."""
+    found = {}
+    for index, label in enumerate(labels.cpu().tolist()):
+        found.setdefault(label, index)
+        if len(found) == num_classes:
+            break
+    return [found[c] for c in sorted(found)]
+
+
+def write_visuals(
+    writer,
+    model: nn.Module,
+    data: Dataset,
+    preprocess: Preprocess,
+    step: int,
+    batch_size: int,
+    precision: str,
+    graph: bool,
+) -> None:
+    """Log kernels, feature maps, the test confusion matrix, per-class accuracy and mistakes at `step`.
+
+    `graph`: also log the model graph (torch.jit.trace, a few hundred ms: once per run is enough).
+    """
+    training = model.training
+    test, classes = data.test, data.classes
+    kernels = kernel_grid(model)
+    if kernels is not None:
+        writer.add_image("kernels/first_conv", kernels, step)
+
+    samples = first_of_each_class(test.labels, len(classes))[:TENSORBOARD_EXAMPLES]
+    sample_images = test.images[samples]
+    with torch.inference_mode(), autocast(sample_images.device, precision):
+        stages = stage_outputs(model, preprocess(sample_images))
+    names = [classes[int(test.labels[i])] for i in samples]
+    for number, maps in enumerate(stages[:TENSORBOARD_STAGES], start=1):
+        first = f", first {TENSORBOARD_CHANNELS}" if maps.shape[1] > TENSORBOARD_CHANNELS else ""
+        title = f"stage {number}: {describe(maps)} (input, then channels{first})"
+        grid = feature_map_grid(sample_images.cpu(), maps, names, TENSORBOARD_CHANNELS, title)
+        writer.add_image(f"features/stage{number}", grid, step)
+
+    predicted = logits_of(model, test.images, preprocess, batch_size, precision).argmax(dim=1)
+    matrix = confusion_matrix(predicted, test.labels, len(classes))
+    writer.add_image("eval/confusion_matrix", confusion_figure(matrix, classes), step)
+    for name, acc in zip(classes, class_accuracies(matrix).tolist(), strict=True):
+        if not math.isnan(acc):
+            writer.add_scalar(f"class_acc/{name}", acc, step)
+    mistakes = misclassified_grid(test.images, predicted, test.labels, classes, MISCLASSIFIED_SHOWN)
+    if mistakes is not None:
+        writer.add_image("eval/misclassified", mistakes, step)
+
+    if graph:
+        with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated
+            warnings.simplefilter("ignore")
+            writer.add_graph(model, preprocess(sample_images[:1]))
+    model.train(training)
+    writer.flush()
