@@ -96,25 +96,23 @@ def input_size(cfg: DictConfig) -> tuple[int, int]:
 
 def check_model(cfg: DictConfig) -> tuple[int, int]:
     """Build the model on the meta device at the input size; a size it cannot take is one line."""
-    from cnnlab.models import list_models
-    from cnnlab.models.sizing import fits, smallest_input_size
+    from cnnlab.models import create_model, list_models
+    from cnnlab.models.sizing import build_error, smallest_input_size
 
     name, in_channels, num_classes, options = model_spec(cfg)
     size = input_size(cfg)
     if name not in list_models():
-        from cnnlab.models import create_model
-
         create_model(name, in_channels, num_classes, size)  # raises the unknown-model line
     try:
-        ok = fits(name, in_channels, num_classes, size, **options)
-    except TypeError as error:
-        raise ConfigError(f"model {name}: {error}") from None
-    if not ok:
-        smallest = smallest_input_size(name, in_channels, num_classes, **options)
-        if smallest is None:
-            raise ConfigError(f"model {name} cannot be built with options {options}")
-        raise ConfigError(
-            f"model {name} cannot take {size[0]}×{size[1]} inputs: the smallest size it accepts is "
-            f"{smallest}×{smallest}; set resize={smallest} or larger"
-        )
-    return size
+        error = build_error(name, in_channels, num_classes, size, **options)
+    except TypeError as wrong_option:  # an option the builder does not take
+        raise ConfigError(f"model {name}: {wrong_option}") from None
+    if error is None:
+        return size
+    smallest = smallest_input_size(name, in_channels, num_classes, **options)
+    if smallest is None or smallest <= min(size):  # no size helps: the options themselves are wrong
+        raise ConfigError(f"model {name}: {error}")
+    raise ConfigError(
+        f"model {name} cannot take {size[0]}×{size[1]} inputs: the smallest size it accepts is "
+        f"{smallest}×{smallest}; set resize={smallest} or larger"
+    )

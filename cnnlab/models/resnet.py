@@ -116,7 +116,9 @@ class ResNet(nn.Sequential):
                 channels = out_channels
             layers[f"stage{index}"] = nn.Sequential(*blocks)
         layers["head"] = nn.Sequential(
-            OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(channels, num_classes))
+            OrderedDict(
+                pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(channels, num_classes)
+            )
         )
         super().__init__(layers)
 
@@ -131,6 +133,6 @@ def resnet18(in_channels: int, num_classes: int, input_size: tuple[int, int], in
 def resnext(
     in_channels: int, num_classes: int, input_size: tuple[int, int], init: str, groups: int, bot_mul: float
 ) -> nn.Module:
-    """ResNet-18's layout built from ResNeXt blocks with `groups` groups and bottleneck multiplier `bot_mul`."""
+    """ResNet-18's layout of ResNeXt blocks: `groups` groups, bottleneck width channels × `bot_mul`."""
     block = partial(ResNeXtBlock, groups=groups, bot_mul=bot_mul)
     return init_weights(ResNet(in_channels, num_classes, RESNET18_STAGES, block), init)

@@ -6,15 +6,25 @@ from torch import nn
 from cnnlab.models.registry import create_model
 
 
-def fits(name: str, in_channels: int, num_classes: int, size: tuple[int, int], **options) -> bool:
-    """Whether model `name` can be built for and run on a `size` input (meta device: no memory, no math)."""
+def build_error(
+    name: str, in_channels: int, num_classes: int, size: tuple[int, int], **options
+) -> str | None:
+    """Why model `name` cannot be built for and run on a `size` input, or None when it can.
+
+    Runs on the meta device: no memory, no arithmetic.
+    """
     try:
         with torch.device("meta"):
             model: nn.Module = create_model(name, in_channels, num_classes, size, **options)
             model.eval()(torch.empty(1, in_channels, *size))
-    except (RuntimeError, ValueError):
-        return False
-    return True
+    except (RuntimeError, ValueError) as error:
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
+
+
+def fits(name: str, in_channels: int, num_classes: int, size: tuple[int, int], **options) -> bool:
+    """Whether model `name` can be built for and run on a `size` input."""
+    return build_error(name, in_channels, num_classes, size, **options) is None
 
 
 def smallest_input_size(
