@@ -37,7 +37,9 @@ def metrics(run_dir: Path) -> dict:
 
 def learning_curves(run_dir: Path) -> list[dict]:
     """Per-epoch metrics without the timing fields (which legitimately differ between runs)."""
-    return [{k: v for k, v in h.items() if not k.startswith("throughput")} for h in metrics(run_dir)["history"]]
+    return [
+        {k: v for k, v in h.items() if not k.startswith("throughput")} for h in metrics(run_dir)["history"]
+    ]
 
 
 def one_error_line(stderr: str) -> str:

@@ -36,8 +36,24 @@ def test_bad_gpu_index_is_one_line(cli):
     assert "CUDA device(s) exist" in result.stderr
 
 
-def test_resnet18_compiled_channels_last_on_gpu(cli):
-    result = cli("train", "model=resnet18", "resize=32", "trainer.epochs=2", "trainer.compile=true",
-                 "trainer.batch_size=128")
-    assert result.returncode == 0, result.stderr
-    assert metrics(run_dirs(cli.cwd)[0])["final"]["val/acc"] > 0.5
+@pytest.mark.parametrize(
+    ("mode", "resize", "channels_last"),
+    [("reduce-overhead", "96", "auto"), ("true", "32", "false")],
+)
+def test_resnet18_compiled_on_gpu(cli, mode, resize, channels_last):
+    # torch 2.11's inductor mislays a grad's strides for channels-last convs on 1×1 feature maps
+    # (ResNet-18 at 32×32): the second case is the documented workaround, channels_last=false.
+    result = cli(
+        "train",
+        "model=resnet18",
+        f"resize={resize}",
+        "trainer.epochs=2",
+        f"trainer.compile={mode}",
+        f"trainer.channels_last={channels_last}",
+        "trainer.batch_size=128",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = metrics(run_dirs(cli.cwd)[0])
+    assert found["status"] == "finished" and found["epochs"] == 2
+    if resize == "96":  # 24 steps at 32×32 leave ResNet-18 at chance; at 96×96 it learns
+        assert found["final"]["val/acc"] > 0.5

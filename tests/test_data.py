@@ -36,11 +36,13 @@ def test_per_batch_resize_and_normalize_match_torchvision_transforms(size):
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     mean, std = channel_stats(images)
     ours = Preprocess(size, mean, std)(images)
-    reference = v2.Compose([
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Resize(size, antialias=True),
-        v2.Normalize(mean.tolist(), std.tolist()),
-    ])(images)
+    reference = v2.Compose(
+        [
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Resize(size, antialias=True),
+            v2.Normalize(mean.tolist(), std.tolist()),
+        ]
+    )(images)
     assert ours.shape == (4, 3, *size)
     assert torch.allclose(ours, reference, atol=2e-2), (ours - reference).abs().max()
 

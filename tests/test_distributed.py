@@ -15,9 +15,23 @@ def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(cli):
     assert single.returncode == 0, single.stderr
     env = {**os.environ, "CNNLAB_DATA_DIR": str(cli.cwd / "data"), "PYTHONUNBUFFERED": "1"}
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "cnnlab", "train", *RUN, "hydra.run.dir=outputs/ddp"],
-        cwd=cli.cwd, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "cnnlab",
+            "train",
+            *RUN,
+            "hydra.run.dir=outputs/ddp",
+        ],
+        cwd=cli.cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("cnnlab train: done") == 1  # rank 0 alone prints

@@ -2,16 +2,18 @@
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from cnnlab.commands import sweep_callback
+from cnnlab.commands.jobs import recorded_job
 from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
 from cnnlab.training.logging import print_error
 
@@ -30,7 +32,6 @@ class HydraCommand:
     run: Callable[[DictConfig], Any]
     # Rewrites the user's overrides before composing (e.g. resume adds the run's own overrides).
     prepare: Callable[[list[str]], list[str]] = lambda overrides: overrides
-    failures: list[str] = field(default_factory=list)
 
     def main(self, argv: list[str]) -> int:
         """Validate every job's config, then hand argv to Hydra; return the exit code."""
@@ -41,18 +42,23 @@ class HydraCommand:
             overrides = self.prepare(args.overrides)
             if not any(getattr(args, flag) for flag in _NO_JOB_FLAGS):
                 for job in _expand_sweep(overrides) if args.multirun else [overrides]:
-                    self.check(self.compose(job))
+                    cfg = self.compose(job)
+                    if not args.cfg:  # --cfg only prints the config: show it even when incomplete
+                        self.check(cfg)
         except CnnlabError as error:
             print_error(f"cnnlab {self.name}", str(error))
             return getattr(error, "exit_code", 2)
         flags = [a for a in argv if a not in args.overrides]
         sys.argv = [f"cnnlab {self.name}", *flags, *overrides]
+        sweep_callback.failed_jobs.clear()
         hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=self.config_name, version_base="1.3")(
             self._task
         )()
-        if self.failures:
-            print_error(f"cnnlab {self.name}", f"{len(self.failures)} job(s) failed:")
-            for line in self.failures:
+        # A multirun's jobs may have run in other processes: the callback read how they ended from disk.
+        failed = sweep_callback.failed_jobs
+        if failed:
+            print_error(f"cnnlab {self.name}", f"{len(failed)} job(s) failed:")
+            for line in failed:
                 print_error(f"cnnlab {self.name}", line)
             return 1
         return 0
@@ -69,19 +75,23 @@ class HydraCommand:
         raise _one_line(failure, self, overrides) from None
 
     def _task(self, cfg: DictConfig) -> Any:
-        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-        try:
-            self.check(cfg)
-            return self.run(cfg)
-        except CnnlabError as error:
-            if not multirun:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            try:
+                return self._work(cfg)
+            except CnnlabError as error:
                 print_error(f"cnnlab {self.name}", str(error))
                 raise SystemExit(getattr(error, "exit_code", 2)) from None
-            job = HydraConfig.get().job
-            line = f"job {job.num} ({job.override_dirname or 'defaults'}): {error}"
-            print_error(f"cnnlab {self.name}", line)
-            self.failures.append(line)
+        try:
+            with recorded_job() as job:
+                return self._work(cfg)
+        except CnnlabError:
+            print_error(f"cnnlab {self.name}", job.summary)
+            # The sweep goes on; Optuna's sweeper records a trial that returns None as failed.
             return None
+
+    def _work(self, cfg: DictConfig) -> Any:
+        self.check(cfg)
+        return self.run(cfg)
 
 
 def _expand_sweep(overrides: list[str]) -> list[list[str]]:
@@ -112,8 +122,10 @@ def _one_line(error: Exception, command: HydraCommand, overrides: list[str]) -> 
     if isinstance(error, MissingConfigException) and error.options is not None:
         group, _, option = (error.missing_cfg_file or "").rpartition("/")
         options = sorted(error.options)
+        plugins = " (Hydra's launcher/sweeper plugins: pip install 'cnnlab[sweep,slurm]')"
         return ConfigError(
             f"unknown {group} {option!r}{did_you_mean(option, options)}; choose one of: {', '.join(options)}"
+            + (plugins if group.startswith("hydra/") and not did_you_mean(option, options) else "")
         )
     if isinstance(error, OverrideParseException):
         return ConfigError(f"{_first_line(error)}; overrides look like key=value (e.g. optimizer.lr=0.01)")

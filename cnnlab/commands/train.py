@@ -4,12 +4,14 @@ import os
 import random
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cnnlab.commands import checks
@@ -34,6 +36,8 @@ from cnnlab.training.loop import Diverged, Interrupted, LoopSettings, RunState, 
 from cnnlab.training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from cnnlab.training.visuals import write_visuals
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 def check(cfg: DictConfig) -> None:
     """Validate the whole config before any work: types, ranges, choices, device, input size."""
@@ -52,7 +56,7 @@ def check(cfg: DictConfig) -> None:
     device = resolve_device(str(checks.value(cfg, "trainer.device")))
     check_precision(checks.choice(cfg, "trainer.precision", PRECISIONS), device)
     checks.choice(cfg, "trainer.channels_last", ("auto", "True", "False"))
-    checks.choice(cfg, "trainer.compile", ("True", "False"))
+    checks.choice(cfg, "trainer.compile", ("False", "True", *COMPILE_MODES))
     if checks.value(cfg, "trainer.threads") is not None:
         checks.integer(cfg, "trainer.threads", 1, 2)
     checks.choice(cfg, "optimizer.name", tuple(OPTIMIZERS))
@@ -80,48 +84,15 @@ def run(cfg: DictConfig) -> float:
     if ranks.enabled and device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)  # one GPU per rank
         torch.cuda.set_device(device)
-    settings = LoopSettings(
-        epochs=trainer.epochs,
-        batch_size=trainer.batch_size,
-        eval_batch_size=trainer.eval_batch_size,
-        seed=trainer.seed,
-        precision=resolve_precision(str(trainer.precision), device),
-        checkpoint_every_steps=trainer.checkpoint_every_steps,
-        distributed=ranks,
-    )
     if trainer.threads is not None:
         torch.set_num_threads(trainer.threads)
-    random.seed(settings.seed)
-    np.random.seed(settings.seed)
-    torch.manual_seed(settings.seed)
-
-    name, in_channels, num_classes, options = checks.model_spec(cfg)
-    size = checks.input_size(cfg)
-    model = create_model(name, in_channels, num_classes, size, **options).to(device)
-    if resolve_channels_last(trainer.channels_last, device):
-        model = model.to(memory_format=torch.channels_last)
-    # Wrappers share the parameters; checkpoints save the plain module (no module./_orig_mod. keys).
-    step_model = model
-    if ranks.enabled:
-        step_model = DistributedDataParallel(
-            model,
-            device_ids=None if device.index is None else [device.index],
-            gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copies
-        )
-    if trainer.compile:
-        step_model = torch.compile(step_model)
+    random.seed(trainer.seed)
+    np.random.seed(trainer.seed)
+    torch.manual_seed(trainer.seed)
     data = load_data(cfg, device)
-    preprocess = make_preprocess(cfg, data, size).to(device)
-    optimizer_options = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    optimizer = build_optimizer(model.parameters(), **optimizer_options)
-    scheduler_options = OmegaConf.to_container(cfg.scheduler, resolve=True)
-    scheduler = build_scheduler(
-        optimizer,
-        steps_per_epoch=steps_per_epoch(len(data.train), settings.batch_size, ranks),
-        epochs=settings.epochs,
-        **scheduler_options,
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16")
+    parts = build_training(cfg, data, ranks)
+    model, optimizer, scheduler, scaler = parts.model, parts.optimizer, parts.scheduler, parts.scaler
+    settings, size = parts.settings, parts.input_size
 
     config = OmegaConf.to_container(cfg, resolve=True)
     state = RunState()
@@ -162,7 +133,7 @@ def run(cfg: DictConfig) -> float:
     parameters = sum(p.numel() for p in model.parameters())
     action = f"resuming at epoch {state.epoch + 1}" if resumed else "training"
     logger.info(
-        f"{action} {name} ({parameters:,} parameters) on {cfg.dataset.name} "
+        f"{action} {cfg.model.name} ({parameters:,} parameters) on {cfg.dataset.name} "
         f"({len(data.train):,} train / {len(data.test):,} test, {size[0]}×{size[1]}) "
         f"on {_describe(device)}, precision {settings.precision}"
     )
@@ -178,19 +149,19 @@ def run(cfg: DictConfig) -> float:
                 logger.writer,
                 model,
                 data,
-                preprocess,
+                parts.preprocess,
                 state.epoch,
                 settings.eval_batch_size,
                 settings.precision,
                 graph=final,
             )
 
-    status, error = "finished", None
+    status, error = "failed", None  # until fit returns: any exception leaves the run marked failed
     try:
         state = fit(
-            step_model,
+            parts.step_model,
             data,
-            preprocess,
+            parts.preprocess,
             optimizer,
             scheduler,
             scaler,
@@ -201,15 +172,18 @@ def run(cfg: DictConfig) -> float:
             after_epoch,
         )
         logger.hparams(job_hparams(cfg), hparam_metrics(state), settings.epochs)
-    except (Diverged, Interrupted) as stop:
-        status = "failed" if isinstance(stop, Diverged) else "interrupted"
+        status = "finished"
+    except Interrupted as stop:
+        status = "interrupted"
+        command = f"cnnlab train trainer.resume={shlex.quote(str(run_dir))}"
+        stop.args = (
+            f"interrupted by {stop}; last.pt saved at epoch {state.epoch + 1}, "
+            f"step {state.step}. Resume with: {command}",
+        )
         error = str(stop)
-        if isinstance(stop, Interrupted):
-            command = f"cnnlab train trainer.resume={shlex.quote(str(run_dir))}"
-            stop.args = (
-                f"interrupted by {stop}; last.pt saved at epoch {state.epoch + 1}, "
-                f"step {state.step}. Resume with: {command}",
-            )
+        raise
+    except Exception as failure:
+        error = str(failure) if isinstance(failure, Diverged) else f"{type(failure).__name__}: {failure}"
         raise
     finally:
         logger.close()
@@ -220,6 +194,60 @@ def run(cfg: DictConfig) -> float:
     if ranks.is_main:
         _print_result(run_dir, state, settings)
     return state.best_val_acc
+
+
+@dataclass
+class Training:
+    """Everything one training run steps: built by `build_training` for `run` and the benchmark alike."""
+
+    model: nn.Module  # the plain module: checkpoints save it (no module./_orig_mod. keys)
+    step_model: nn.Module  # what trains: the model, wrapped in DDP and/or torch.compile as configured
+    preprocess: Preprocess
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    settings: LoopSettings
+    input_size: tuple[int, int]
+
+
+def build_training(cfg: DictConfig, data: Dataset, ranks: distributed.Distributed) -> Training:
+    """The model, its wrappers, preprocessing, optimizer, schedule and scaler for `data`'s device."""
+    trainer = cfg.trainer
+    device = data.train.images.device
+    settings = LoopSettings(
+        epochs=trainer.epochs,
+        batch_size=trainer.batch_size,
+        eval_batch_size=trainer.eval_batch_size,
+        seed=trainer.seed,
+        precision=resolve_precision(str(trainer.precision), device),
+        checkpoint_every_steps=trainer.checkpoint_every_steps,
+        distributed=ranks,
+    )
+    name, in_channels, num_classes, options = checks.model_spec(cfg)
+    size = checks.input_size(cfg)
+    model = create_model(name, in_channels, num_classes, size, **options).to(device)
+    if resolve_channels_last(trainer.channels_last, device):
+        model = model.to(memory_format=torch.channels_last)
+    step_model = model
+    if ranks.enabled:
+        step_model = DistributedDataParallel(
+            model,
+            device_ids=None if device.index is None else [device.index],
+            gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copies
+        )
+    if trainer.compile:
+        # true: torch.compile's default mode; or a mode name such as reduce-overhead (CUDA graphs).
+        step_model = torch.compile(step_model, mode=None if trainer.compile is True else trainer.compile)
+    optimizer = build_optimizer(model.parameters(), **OmegaConf.to_container(cfg.optimizer, resolve=True))
+    scheduler = build_scheduler(
+        optimizer,
+        steps_per_epoch=steps_per_epoch(len(data.train), settings.batch_size, ranks),
+        epochs=settings.epochs,
+        **OmegaConf.to_container(cfg.scheduler, resolve=True),
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16")
+    preprocess = make_preprocess(cfg, data, size).to(device)
+    return Training(model, step_model, preprocess, optimizer, scheduler, scaler, settings, size)
 
 
 def make_preprocess(cfg: DictConfig, data: Dataset, size: tuple[int, int]) -> Preprocess:

@@ -4,6 +4,7 @@ import os
 import pickle
 import random
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} is not a cnnlab checkpoint: it holds objects other than tensors and plain data, "
+            "which cnnlab never unpickles (they could run code); use a checkpoint cnnlab wrote"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
             f"{path} is not a readable cnnlab checkpoint (truncated, corrupt or unsafe: {reason[:160]}); "

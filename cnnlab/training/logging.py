@@ -56,6 +56,16 @@ class RunLogger:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
 
+    def hparams(self, values: dict[str, Any], metrics: dict[str, float], step: int) -> None:
+        """Log the run's hyperparameters and result `metrics` for TensorBoard's HParams dashboard."""
+        from torch.utils.tensorboard.summary import hparams
+
+        # Into this run's own event file: SummaryWriter.add_hparams would start a timestamped sub-run,
+        # and the dashboard would no longer line up with the run's curves.
+        for summary in hparams(values, metrics):
+            self.writer.file_writer.add_summary(summary, step)
+        self.scalars(metrics, step)
+
     def start_epoch(self, epoch: int, images: int, done: int = 0) -> None:
         """Begin the progress bar of `epoch` (1-based) over `images` training images."""
         if not self.interactive:
@@ -109,6 +119,9 @@ class QuietLogger(RunLogger):
         """Log nothing."""
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        """Log nothing."""
+
+    def hparams(self, values: dict[str, Any], metrics: dict[str, float], step: int) -> None:
         """Log nothing."""
 
     def start_epoch(self, epoch: int, images: int, done: int = 0) -> None:

@@ -174,6 +174,7 @@ def fit(
             # Per-step losses stay on the device: no synchronization until the epoch's end.
             losses = torch.zeros(steps_per_epoch(len(train), settings.batch_size, ranks), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
+            lrs: list[float] = [0.0] * state.batch  # batches already done when resuming mid-epoch
             logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen)
             tic = time.perf_counter()
             for images, labels in batches(train, batch_size, order, start=state.batch):
@@ -182,20 +183,21 @@ def fit(
                 )
                 losses[state.batch] = loss_sum
                 correct += hits
+                lrs.append(optimizer.param_groups[0]["lr"])  # the rate this step used, for errors
                 state.batch += 1
                 state.step += 1
                 state.epoch_seen += len(labels)
                 logger.advance(len(labels))
                 every = settings.checkpoint_every_steps
                 if stop.signum is not None or (every and state.step % every == 0):
-                    _settle(state, losses, correct, tic, optimizer, ranks)
+                    _settle(state, losses, correct, tic, lrs, ranks)
                     correct.zero_()
                     tic = time.perf_counter()
                     save("last", state)
                     if stop.signum is not None:
                         logger.close()
                         raise Interrupted(stop.signum)
-            _settle(state, losses, correct, tic, optimizer, ranks)
+            _settle(state, losses, correct, tic, lrs, ranks)
             val_loss, val_acc = evaluate(
                 unwrap(model), data.test, preprocess, settings.eval_batch_size, settings.precision, ranks
             )
@@ -232,7 +234,7 @@ def _settle(
     losses: torch.Tensor,
     correct: torch.Tensor,
     tic: float,
-    optimizer: torch.optim.Optimizer,
+    lrs: list[float],
     ranks: Distributed,
 ) -> None:
     """Fold the device-side sums into `state` (one synchronization) and stop on a non-finite loss."""
@@ -244,7 +246,7 @@ def _settle(
         step = state.step - state.batch + done + bad[0] + 1
         raise Diverged(
             f"loss became non-finite at epoch {state.epoch + 1}, step {step} "
-            f"(lr {optimizer.param_groups[0]['lr']:g}); last.pt and best.pt keep the last good "
+            f"(lr {lrs[done + bad[0]]:g}); last.pt and best.pt keep the last good "
             "state: lower optimizer.lr (or use a scheduler with warm-up) and start again"
         )
     state.epoch_losses.extend(step_losses)

@@ -1,0 +1,49 @@
+"""Hydra callback (configs/hydra/cnnlab.yaml): after every multirun, its report and its failed jobs.
+
+It runs in the process that launched the sweep, whichever launcher ran the jobs (in process, joblib
+workers, submitit or SLURM), and learns how each job ended from the job records on disk
+(cnnlab.commands.jobs), never from memory.
+"""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cnnlab.commands import report
+from cnnlab.commands.jobs import read_jobs
+from cnnlab.errors import CnnlabError
+from cnnlab.training.logging import print_error
+
+# The jobs of this process's multirun that did not finish, one line each: HydraCommand empties the
+# list before it runs Hydra and exits 1 when the multirun leaves any.
+failed_jobs: list[str] = []
+
+
+class SweepReport(Callback):
+    """Prints `cnnlab report <sweep dir>` and collects the failed jobs when a multirun ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a SLURM launch on a machine that is not part of a SLURM cluster."""
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
+            print_error(
+                f"cnnlab {config.hydra.job.name}",
+                "this SLURM launcher submits jobs with sbatch/srun, which this machine lacks: run the sweep "
+                "on the cluster's login node (hydra/launcher=submitit_local runs the same jobs here)",
+            )
+            raise SystemExit(2)  # as HydraCommand does: past Hydra's error report, which prints a traceback
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Report the sweep's runs (if it made any) and note which jobs failed."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed_jobs[:] = [job.summary for job in read_jobs(sweep_dir) if job.status != "finished"]
+        try:
+            runs = report.collect(sweep_dir)
+        except CnnlabError as error:
+            print_error(f"cnnlab {config.hydra.job.name}", f"no sweep report: {error}")
+            return
+        if runs:  # a sweep of `cnnlab summary`, say, trains nothing
+            report.publish(runs, sweep_dir)
