@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.training.device import resolve_channels_last, resolve_precision
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 # LeNet@28 forward FLOPs, 2 per multiply-add: two convolutions, then linear 400→120→84→10.
 LENET_FORWARD_FLOPS = 2 * (28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10)
@@ -33,11 +35,14 @@ def test_tiny_run_prints_every_figure_as_json_lines(tmp_path):
     assert environment["device_type"] == "cpu"
     assert environment["threads"] >= 1
     assert (environment["train_images"], environment["test_images"]) == (640, 106)
-    assert peak["dtype"] == "torch.float32" and peak["gflops"] > 0
+    cpu = torch.device("cpu")
+    precision = resolve_precision("auto", cpu)  # what the configs' 'auto' means on this CPU
+    assert peak["dtype"] == f"torch.{'bfloat16' if precision == 'bf16' else 'float32'}" and peak["gflops"] > 0
 
     assert row["model"] == "lenet" and row["input_size"] == [28, 28]
     assert row["batch_size"] == 128  # the d2l_lenet preset's
-    assert row["cnnlab_precision"] == "32" and row["cnnlab_channels_last"] is False  # 'auto' on a CPU
+    assert row["cnnlab_precision"] == precision
+    assert row["cnnlab_channels_last"] is resolve_channels_last("auto", cpu)
     assert row["train_gflop_per_image"] == round(3 * LENET_FORWARD_FLOPS / 1e9, 4)
     for field in ("cnnlab_images_per_s", "cnnlab_fp32_images_per_s", "reference_images_per_s"):
         assert row[field] > 0, field

@@ -20,7 +20,7 @@ def workspace(tmp_path_factory) -> Path:
     held_out/ holds the test split as <index>_<label>.png; folder/ is the same data as an imagefolder.
     """
     root = tmp_path_factory.mktemp("evaluate")
-    result = run_cli("train", "trainer.epochs=4", f"hydra.run.dir={root / 'run'}", cwd=root)
+    result = run_cli("train", "trainer.epochs=12", f"hydra.run.dir={root / 'run'}", cwd=root)
     assert result.returncode == 0, result.stderr
     data = load_digits(0.2, 0)
     for part, split in (("train", data.train), ("val", data.test)):
@@ -61,7 +61,7 @@ def test_evaluate_last_reproduces_the_runs_final_accuracy_exactly(workspace):
     assert total == 360
     assert correct / total == final["val/acc"]
     assert loss == round(final["val/loss"], 4)
-    assert "(epoch 4)" in result.stdout
+    assert "(epoch 12)" in result.stdout
     rows = [
         line.split() for line in result.stdout.splitlines() if re.match(r"^\s*\d\s+\d+\s+\d+\s+[\d.]+", line)
     ]
@@ -75,7 +75,7 @@ def test_evaluate_last_reproduces_the_runs_final_accuracy_exactly(workspace):
         "hydra.yaml",
         "overrides.yaml",
     ]
-    assert "trainer.epochs=4" in (run_dir / ".hydra" / "overrides.yaml").read_text()  # training's, untouched
+    assert "trainer.epochs=12" in (run_dir / ".hydra" / "overrides.yaml").read_text()  # training's, untouched
 
 
 def test_evaluate_best_and_the_train_split(workspace, capsys):

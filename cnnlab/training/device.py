@@ -52,19 +52,31 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' → bf16 on CUDA GPUs that support it (tensor cores), else float32.
+    """'auto' → bf16 on CUDA GPUs and on CPUs with native bf16 arithmetic, else float32.
 
-    On CPUs bf16 autocast pays off only for large convolutions (ResNet-18@96 ~2× on an AVX512-BF16
-    EPYC) and slows small ones like LeNet, so CPU runs keep float32 unless asked.
+    Measured (benchmarks/throughput.py, d2l presets, batch 128): on a 2-core AVX512-BF16 EPYC, bf16
+    with channels-last trains ResNet-18@96 2.4× and VGG-small@224 3× faster than float32, LeNet 1.1×;
+    digits accuracy stays within a point. CPUs without native bf16 would emulate it, slowly.
     """
     if precision != "auto":
         return precision
-    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "32"
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return "bf16"
+    return "32"
+
+
+def _cpu_has_native_bf16() -> bool:
+    # torch.cpu's probes are private; a torch without them gets float32.
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
 def resolve_channels_last(setting: str | bool, device: torch.device) -> bool:
-    """'auto' → channels-last on CUDA (NHWC is what cuDNN's tensor-core kernels want)."""
-    return device.type == "cuda" if setting == "auto" else bool(setting)
+    """'auto' → channels-last on CUDA and CPUs: NHWC is what cuDNN's and oneDNN's fast kernels want
+    (measured on the CPU above: 1.2× for LeNet, 1.2× ResNet-18, 1.6× VGG-small in float32)."""
+    return device.type in ("cuda", "cpu") if setting == "auto" else bool(setting)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
