@@ -10,14 +10,11 @@ from cnnlab.training.logging import print_error
 # name → (module exposing COMMAND, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cnnlab.commands.train", "train a model on a dataset (Hydra overrides; -m sweeps)"),
-    "evaluate": ("cnnlab.commands.evaluate", "loss, accuracy, per-class table and confusion matrix of a run"),
+    "summary": ("cnnlab.commands.summary", "per-layer output shapes, parameters and mult-adds of a model"),
+    "kernel-learn": ("cnnlab.commands.kernel_learn", "learn a convolution kernel from data (d2l 7.2.4)"),
+    "evaluate": ("cnnlab.commands.evaluate", "loss, accuracy, per-class table, confusion matrix of a run"),
     "predict": ("cnnlab.commands.predict", "top-k classes of image files with a trained run"),
     "activations": ("cnnlab.commands.activations", "PNG of a trained run's feature maps for one input"),
-    "kernel-learn": (
-        "cnnlab.commands.kernel_learn",
-        "learn a convolution kernel from input/output pairs (d2l 7.2.4)",
-    ),
-    "summary": ("cnnlab.commands.summary", "per-layer output shapes, parameters and mult-adds of a model"),
     "report": ("cnnlab.commands.report", "compare runs: a table of a sweep's or all runs' results"),
 }
 
