@@ -4,6 +4,8 @@
 class CnnlabError(Exception):
     """A problem the user can fix; its message is one line that says what was wrong and how to fix it."""
 
+    exit_code = 2  # bad input; subclasses for other endings (divergence 3, interrupted 130/143)
+
 
 class ConfigError(CnnlabError):
     """A configuration value is invalid."""

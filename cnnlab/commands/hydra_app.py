@@ -47,7 +47,7 @@ class HydraCommand:
                         self.check(cfg)
         except CnnlabError as error:
             print_error(f"cnnlab {self.name}", str(error))
-            return getattr(error, "exit_code", 2)
+            return error.exit_code
         flags = [a for a in argv if a not in args.overrides]
         sys.argv = [f"cnnlab {self.name}", *flags, *overrides]
         sweep_callback.failed_jobs.clear()
@@ -80,7 +80,7 @@ class HydraCommand:
                 return self._work(cfg)
             except CnnlabError as error:
                 print_error(f"cnnlab {self.name}", str(error))
-                raise SystemExit(getattr(error, "exit_code", 2)) from None
+                raise SystemExit(error.exit_code) from None
         try:
             with recorded_job() as job:
                 return self._work(cfg)
