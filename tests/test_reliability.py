@@ -193,3 +193,15 @@ def test_a_failing_sweep_job_is_reported_and_the_others_finish(cli):
     assert "job 1 (optimizer.lr=1000000.0,trainer.epochs=1): loss became non-finite" in result.stderr
     statuses = [metrics(d)["status"] for d in run_dirs(cli.cwd)]
     assert statuses == ["finished", "failed", "finished"]
+
+
+def test_ctrl_c_stops_a_whole_sweep_not_just_its_current_job(cli):
+    process = start(cli.cwd, "-m", "trainer.seed=0,1,2", *SLOW_RUN)
+    deadline = time.monotonic() + 120
+    while not list(cli.cwd.glob("outputs/train-sweeps/*/*/0_*/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted by SIGINT" in stderr
+    assert not list(cli.cwd.glob("outputs/train-sweeps/*/*/1_*"))  # the next job never started

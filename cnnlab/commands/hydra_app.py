@@ -84,8 +84,10 @@ class HydraCommand:
         try:
             with recorded_job() as job:
                 return self._work(cfg)
-        except CnnlabError:
+        except CnnlabError as error:
             print_error(f"cnnlab {self.name}", job.summary)
+            if error.exit_code >= 128:  # Ctrl-C or SIGTERM: the user stops the whole sweep
+                raise SystemExit(error.exit_code) from None
             # The sweep goes on; Optuna's sweeper records a trial that returns None as failed.
             return None
 
