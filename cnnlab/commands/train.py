@@ -23,7 +23,13 @@ from cnnlab.data.sources import SOURCES, Dataset, Split, load_dataset
 from cnnlab.errors import ConfigError, DataError
 from cnnlab.models import create_model
 from cnnlab.training import distributed
-from cnnlab.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cnnlab.training.checkpoint import (
+    atomic_copy,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from cnnlab.training.device import (
     PRECISIONS,
     check_precision,
@@ -109,12 +115,12 @@ def run(cfg: DictConfig) -> float:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
     wall_start = time.perf_counter() - state.wall_seconds
 
-    def save(kind: str, state: RunState) -> None:
+    def save(state: RunState, best: bool) -> None:
         state.wall_seconds = time.perf_counter() - wall_start
         if not ranks.is_main:
             return
         save_checkpoint(
-            run_dir / f"{kind}.pt",
+            run_dir / "last.pt",
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -125,6 +131,8 @@ def run(cfg: DictConfig) -> float:
                 "config": config,
             },
         )
+        if best:  # the same bytes: copied, not serialized a second time
+            atomic_copy(run_dir / "last.pt", run_dir / "best.pt")
 
     if not ranks.is_main:  # rank 0 alone logs and prints
         logger = QuietLogger()

@@ -3,6 +3,7 @@
 import os
 import pickle
 import random
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -37,6 +38,12 @@ def atomic_write(path: Path, write) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def atomic_copy(source: Path, target: Path) -> None:
+    """Copy `source` over `target` atomically (the target is never half-written)."""
+    with source.open("rb") as src:
+        atomic_write(target, lambda file: shutil.copyfileobj(src, file))
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -155,10 +155,10 @@ def fit(
     settings: LoopSettings,
     state: RunState,
     logger: RunLogger,
-    save: Callable[[str, RunState], None],
+    save: Callable[[RunState, bool], None],
     after_epoch: Callable[[RunState], None] = lambda state: None,
 ) -> RunState:
-    """Train from `state` to `settings.epochs`; `save(name, state)` writes last.pt / best.pt.
+    """Train from `state` to `settings.epochs`; `save(state, best)` writes last.pt (and best.pt).
 
     `after_epoch(state)` runs once each epoch is logged (e.g. to draw TensorBoard images).
     """
@@ -193,7 +193,7 @@ def fit(
                     _settle(state, losses, correct, tic, lrs, ranks)
                     correct.zero_()
                     tic = time.perf_counter()
-                    save("last", state)
+                    save(state, False)
                     if stop.signum is not None:
                         logger.close()
                         raise Interrupted(stop.signum)
@@ -220,9 +220,7 @@ def fit(
             improved = val_acc > state.best_val_acc
             if improved:
                 state.best_val_acc, state.best_epoch = val_acc, epoch + 1
-            save("last", state)
-            if improved:
-                save("best", state)
+            save(state, improved)
             logger.scalars({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
             logger.end_epoch(epoch + 1, metrics)
             after_epoch(state)
