@@ -13,7 +13,7 @@ settings and batch size are the configs' own:
 
 - cnnlab: the images held as one uint8 tensor on the device, batches gathered by index and
   preprocessed on the device, `cnnlab.training.loop.train_step` in the device's default configuration
-  (precision and channels_last 'auto'), and again in float32 so the gain of bf16 shows apart.
+  (precision, channels_last and compile 'auto'), and again in float32 so the gain of bf16 shows apart.
 - reference (d2l 7.6 / 8.x): torchvision.datasets.FashionMNIST with per-sample `Resize` + `ToTensor`,
   a DataLoader with 4 workers, the same model and SGD, a plain float32 loop that reads the loss and
   accuracy of every batch as d2l's `train_ch6` does.
@@ -57,13 +57,18 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from cnnlab.commands import checks
-from cnnlab.commands.train import build_training, load_data
-from cnnlab.data.batches import Preprocess, batches, epoch_order
+from cnnlab.commands.train import Training, build_training, load_data
+from cnnlab.data.batches import batches, epoch_order
 from cnnlab.data.sources import Dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
-from cnnlab.training.device import autocast, resolve_channels_last, resolve_device, resolve_precision
-from cnnlab.training.distributed import SINGLE_PROCESS, unwrap
+from cnnlab.training.device import (
+    autocast,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
+from cnnlab.training.distributed import SINGLE_PROCESS
 from cnnlab.training.loop import evaluate, train_step
 from cnnlab.training.optim import build_optimizer
 
@@ -178,28 +183,20 @@ def write_fashion_mnist(root: Path, train_images: int, test_images: int) -> None
 class CnnlabPipeline:
     """cnnlab's training step as `cnnlab train` wires it, over device-resident uint8 data."""
 
-    model: nn.Module
+    training: Training
     data: Dataset
-    preprocess: Preprocess
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    precision: str
     channels_last: bool
     seed: int
 
+    @property
+    def precision(self) -> str:
+        """The precision the step runs in ('auto' resolved for the device)."""
+        return self.training.settings.precision
+
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One `train_step`; returns its summed loss and correct count, on the device."""
-        return train_step(
-            self.model,
-            images,
-            labels,
-            self.preprocess,
-            self.optimizer,
-            self.scheduler,
-            self.scaler,
-            self.precision,
-        )
+        t = self.training
+        return train_step(t.forward, images, labels, t.optimizer, t.scheduler, t.scaler)
 
     def train_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled uint8 batches of the first epoch, as `fit` draws them."""
@@ -225,14 +222,9 @@ def build_cnnlab(cfg: DictConfig, data: Dataset, batch_size: int, **trainer: Any
     torch.manual_seed(cfg.trainer.seed)
     training = build_training(cfg, data, SINGLE_PROCESS)
     return CnnlabPipeline(
-        model=training.step_model,
+        training=training,
         data=data,
-        preprocess=training.preprocess,
-        optimizer=training.optimizer,
-        scheduler=training.scheduler,
-        scaler=training.scaler,
-        precision=training.settings.precision,
-        channels_last=resolve_channels_last(cfg.trainer.channels_last, data.train.images.device),
+        channels_last=resolve_channels_last(cfg.trainer.channels_last, data.train.device),
         seed=cfg.trainer.seed,
     )
 
@@ -336,26 +328,37 @@ def training_gflop_per_image(cfg: DictConfig) -> float:
 
 def measure_cnnlab(pipeline: CnnlabPipeline, batch_size: int, warmup: int, steps: int) -> float:
     """Images/s of cnnlab's train_step over shuffled device-resident batches."""
-    pipeline.model.train()
+    pipeline.training.model.train()
     return images_per_second(
         lambda batch: pipeline.step(*batch),
         pipeline.train_batches(batch_size),
         warmup,
         steps,
         batch_size,
-        pipeline.data.train.images.device,
+        pipeline.data.train.device,
     )
 
 
 def measure_data_handling(pipeline: CnnlabPipeline, batch_size: int, warmup: int, steps: int) -> float:
-    """Images/s of gathering + preprocessing the same batches alone (no model)."""
-    device = pipeline.data.train.images.device
+    """Images/s of the step's data work alone: the epoch's one gather (its share per batch) plus
+    preprocessing the batches, run eagerly (a compiled step fuses preprocessing into the model's graph,
+    so this is an upper bound there)."""
+    device = pipeline.data.train.device
+    synchronize(device)
+    tic = time.perf_counter()
+    stream = pipeline.train_batches(batch_size)
+    first = next(stream)  # the gather of the whole epoch, then its first slice
+    synchronize(device)
+    gather_per_batch = (time.perf_counter() - tic) / -(-len(pipeline.data.train) // batch_size)
 
     def prepare(batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        with autocast(device, pipeline.precision):  # as inside train_step
-            pipeline.preprocess(batch[0])
+        with autocast(device, pipeline.precision):  # as inside the step
+            pipeline.training.preprocess(batch[0])
 
-    return images_per_second(prepare, pipeline.train_batches(batch_size), warmup, steps, batch_size, device)
+    preprocess_speed = images_per_second(
+        prepare, itertools.chain([first], stream), warmup, steps, batch_size, device
+    )
+    return batch_size / (gather_per_batch + batch_size / preprocess_speed)
 
 
 def measure_reference(cfg: DictConfig, args: argparse.Namespace, data_dir: Path, batch_size: int) -> float:
@@ -389,8 +392,12 @@ def measure_model(
 ) -> dict[str, Any]:
     """The `throughput` line of one model: cnnlab (default and fp32) vs the reference."""
     pipeline = build_cnnlab(cfg, data, batch_size)
-    precision, channels_last = pipeline.precision, pipeline.channels_last
-    note(f"{model_name}: cnnlab step ({precision}, channels_last={channels_last})")
+    precision, channels_last, compile_setting = (
+        pipeline.precision,
+        pipeline.channels_last,
+        pipeline.training.compile,
+    )
+    note(f"{model_name}: cnnlab step ({precision}, channels_last={channels_last}, compile={compile_setting})")
     cnnlab = measure_cnnlab(pipeline, batch_size, args.warmup, args.steps)
     data_handling = measure_data_handling(pipeline, batch_size, args.warmup, args.steps)
     if precision == "32":
@@ -410,6 +417,7 @@ def measure_model(
         cnnlab_images_per_s=round(cnnlab, 1),
         cnnlab_precision=precision,
         cnnlab_channels_last=channels_last,
+        cnnlab_compile=compile_setting,
         cnnlab_fp32_images_per_s=round(fp32, 1),
         reference_images_per_s=round(reference, 1),
         ratio=round(cnnlab / reference, 2),
@@ -446,7 +454,7 @@ def time_cnnlab_epoch(
     """Seconds and test accuracy of one epoch the cnnlab way: train_step over all batches + evaluate."""
     device = args.device
     pipeline = build_cnnlab(cfg, data, batch_size)
-    pipeline.model.train()
+    pipeline.training.model.train()
     for batch in itertools.islice(pipeline.train_batches(batch_size), args.warmup):
         pipeline.step(*batch)
     synchronize(device)
@@ -458,9 +466,9 @@ def time_cnnlab_epoch(
         loss_sum += loss
     loss_sum.item()
     _, accuracy = evaluate(
-        unwrap(pipeline.model),
+        pipeline.training.model,
         data.test,
-        pipeline.preprocess,
+        pipeline.training.preprocess,
         cfg.trainer.eval_batch_size,
         pipeline.precision,
     )

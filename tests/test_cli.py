@@ -45,6 +45,8 @@ BAD_INPUTS = [
     (["trainer.device=tpu"], "trainer.device='tpu' is not a device"),
     (["trainer.precision=8"], "trainer.precision='8' is not one of: auto, 32, bf16, 16"),
     (["trainer.precision=16"], "trainer.precision=16 needs a CUDA GPU"),
+    (["trainer.compile=cudagraphs"], "trainer.compile=cudagraphs records CUDA graphs and needs a CUDA GPU"),
+    (["trainer.compile=fast"], "trainer.compile='fast' is not one of: False, True, auto, cudagraphs"),
     (["trainer.batchsize=3"], "unknown config key 'trainer.batchsize' (did you mean trainer.batch_size?)"),
     (["precision=bf16"], "did you mean trainer.precision?"),
     (["lr"], "Error parsing override 'lr'"),
@@ -59,7 +61,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize(("overrides", "expected"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_and_exit_2(overrides, expected, capsys, monkeypatch, tmp_path):
-    if "cuda" in " ".join(overrides) or "precision=16" in " ".join(overrides):
+    if any(word in " ".join(overrides) for word in ("cuda", "precision=16", "cudagraphs")):
         import torch
 
         if torch.cuda.is_available():

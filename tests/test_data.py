@@ -1,12 +1,16 @@
-"""The input pipeline: batches by index, per-batch preprocessing, the digits split, the image cache."""
+"""The input pipeline: batches by index, per-batch preprocessing, the digits split, the image cache,
+streaming image files through DataLoader workers."""
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.transforms import v2
 
-from cnnlab.data.batches import Preprocess, batches, channel_stats, epoch_order
-from cnnlab.data.sources import Split, load_digits, load_imagefolder
+from cnnlab.data import batches as batches_module
+from cnnlab.data.batches import Preprocess, batches, channel_stats, epoch_order, split_stats
+from cnnlab.data.sources import FileSplit, Split, load_digits, load_imagefolder
+from cnnlab.errors import DataError
 from cnnlab.training.distributed import Distributed
 
 
@@ -67,8 +71,6 @@ def test_digits_split_is_stratified_fixed_and_uint8():
 
 
 def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path):
-    from PIL import Image
-
     for part in ("train", "val"):
         for name in ("a", "b"):
             (tmp_path / "img" / part / name).mkdir(parents=True)
@@ -76,11 +78,76 @@ def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path):
                 tmp_path / "img" / part / name / "x.png"
             )
     cache = tmp_path / "cache"
-    first = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache))
+    first = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None)
     assert len(list(cache.glob("*.pt"))) == 1
-    again = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache))
+    again = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None)
     assert torch.equal(first.train.images, again.train.images) and again.classes == ["a", "b"]
     assert first.train.images.shape == (2, 1, 8, 8) and first.train.images[0].min() == 200
     Image.fromarray(np.full((10, 12, 3), 90, np.uint8)).save(tmp_path / "img" / "train" / "a" / "y.png")
-    changed = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache))
+    changed = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None)
     assert len(changed.train) == 3 and len(list(cache.glob("*.pt"))) == 2
+
+
+def write_image_folder(root, per_class: dict[str, int]) -> None:
+    """root/train|val/<class>/<i>.png: random RGB images of varied sizes (so decoding resizes them)."""
+    rng = np.random.default_rng(0)
+    for part, count in per_class.items():
+        for name in ("cat", "dog", "owl"):
+            (root / part / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(9 + i, 14 - i % 3, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / part / name / f"{i}.png")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_batches_are_the_in_memory_batches_byte_for_byte(tmp_path, workers):
+    write_image_folder(tmp_path / "img", {"train": 7, "val": 3})
+    load = dict(root=str(tmp_path / "img"), image_size=[12, 10], channels=3, cache_dir=str(tmp_path / "c"))
+    streamed = load_imagefolder(**load, stream=True, workers=workers)
+    assert isinstance(streamed.train, FileSplit) and not (tmp_path / "c").exists()  # nothing cached
+    memory = load_imagefolder(**load, stream=False, workers=None)
+    assert streamed.classes == memory.classes == ["cat", "dog", "owl"]
+    assert len(streamed.train) == 21 and streamed.train.channels == memory.train.channels == 3
+    assert torch.equal(streamed.train.labels, memory.train.labels)
+
+    order = epoch_order(21, seed=5, epoch=0)
+    ours = list(batches(streamed.train, 4, order))
+    theirs = list(batches(memory.train, 4, order))
+    assert [len(labels) for _, labels in ours] == [4, 4, 4, 4, 4, 1]
+    for (images, labels), (want_images, want_labels) in zip(ours, theirs, strict=True):
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 12, 10)
+        assert torch.equal(images, want_images) and torch.equal(labels, want_labels)
+    # Every sample exactly once per epoch, in the epoch's order.
+    assert torch.equal(torch.cat([images for images, _ in ours]), memory.train.images[order])
+    resumed = list(batches(streamed.train, 4, order, start=4))
+    assert len(resumed) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(resumed, ours[4:], strict=True))
+    stored = torch.cat([images for images, _ in batches(streamed.test, 4)])
+    assert torch.equal(stored, memory.test.images)
+    index = torch.tensor([8, 0, 5])
+    assert torch.equal(streamed.test.take(index), memory.test.take(index))
+
+
+def test_streamed_statistics_are_exact_up_to_the_sample_then_a_fixed_sample(tmp_path, monkeypatch):
+    write_image_folder(tmp_path / "img", {"train": 6, "val": 1})
+    load = dict(root=str(tmp_path / "img"), image_size=[8, 8], channels=3, cache_dir=str(tmp_path / "c"))
+    memory = load_imagefolder(**load, stream=False, workers=None).train
+    streamed = load_imagefolder(**load, stream=True, workers=0).train
+    assert all(torch.equal(a, b) for a, b in zip(split_stats(streamed), split_stats(memory), strict=True))
+    monkeypatch.setattr(batches_module, "STATS_SAMPLE", 5)
+    sampled = split_stats(streamed)
+    chosen = torch.randperm(18, generator=torch.Generator().manual_seed(0))[:5]  # seed 0, whatever the run's
+    assert len(chosen.unique()) == 5
+    want = channel_stats(memory.images[chosen.sort().values])
+    assert all(torch.equal(a, b) for a, b in zip(sampled, want, strict=True))
+    assert not torch.allclose(sampled[0], split_stats(memory)[0])  # 5 of the 18 images, not all
+
+
+def test_a_corrupt_file_is_one_line_data_error_from_a_worker(tmp_path):
+    write_image_folder(tmp_path / "img", {"train": 3, "val": 1})
+    broken = tmp_path / "img" / "train" / "dog" / "1.png"
+    broken.write_bytes(b"not a png")
+    load = dict(root=str(tmp_path / "img"), image_size=[8, 8], channels=3, cache_dir=str(tmp_path / "c"))
+    split = load_imagefolder(**load, stream=True, workers=2).train
+    with pytest.raises(DataError) as error:
+        list(batches(split, 2))
+    assert str(error.value).startswith(f"cannot read image {broken}: ") and "\n" not in str(error.value)

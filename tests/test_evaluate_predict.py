@@ -203,6 +203,18 @@ BAD = [
     ),
     (["evaluate", "run={root}/run", "evaluate.split=val"], "evaluate.split='val' is not one of: test, train"),
     (["evaluate", "run={root}/no_best"], "has no best.pt"),
+    (
+        [
+            "evaluate",
+            "run={root}/run",
+            "dataset=imagefolder",
+            "dataset.loader.root={root}/folder",
+            "dataset.num_classes=10",
+            "dataset.in_channels=1",
+            "dataset.loader.workers=-1",
+        ],
+        "dataset.loader.workers must be an integer ≥ 0, got -1",
+    ),
     (["predict", "run={root}/run"], "input is required"),
     (["predict", "run={root}/run", "input={root}/missing.png"], "missing.png does not exist"),
     (["predict", "run={root}/run", "input={root}/notes.txt"], "is not an image file"),

@@ -1,9 +1,11 @@
 """`cnnlab train` end to end, as a user runs it: accuracy, outputs, seeding, sweeps, datasets, install."""
 
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -100,19 +102,24 @@ def test_missing_dataset_offline_names_the_directory_and_the_offline_alternative
     assert "FashionMNIST/raw/*-idx?-ubyte" in line and "dataset=digits" in line
 
 
-def test_imagefolder_trains_on_a_users_images(cli):
+def write_colour_folder(root: Path, train: int = 12) -> None:
+    """root/train|val/red|blue/<i>.png: noisy red or blue images of varied heights."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for part, count in (("train", 12), ("val", 4)):
+    for part, count in (("train", train), ("val", 4)):
         for name, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
-            folder = cli.cwd / "images" / part / name
+            folder = root / part / name
             folder.mkdir(parents=True)
             for i in range(count):
-                pixels = np.clip(rng.normal(colour, 20, size=(20 + i, 30, 3)), 0, 255).astype(np.uint8)
+                pixels = np.clip(rng.normal(colour, 20, size=(20 + i % 12, 30, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+def test_imagefolder_trains_on_a_users_images_streamed_or_in_memory_alike(cli):
     root = cli.cwd / "images"
-    result = cli(
+    write_colour_folder(root)
+    train = (
         "train",
         "dataset=imagefolder",
         f"dataset.loader.root={root}",
@@ -122,12 +129,65 @@ def test_imagefolder_trains_on_a_users_images(cli):
         "trainer.batch_size=8",
         "optimizer.lr=0.01",  # 24 images: the default 0.05 with momentum overshoots in bf16
     )
-    assert result.returncode == 0, result.stderr
-    assert "24 train / 8 test, 16×16" in result.stdout
-    assert metrics(run_dirs(cli.cwd)[0])["final"]["val/acc"] == 1.0
+    streamed = cli(*train)  # streaming is the default
+    assert streamed.returncode == 0, streamed.stderr
+    assert "24 train / 8 test, 16×16" in streamed.stdout
+    assert not (cli.cwd / "data" / "imagefolder").exists()  # nothing decoded into a cache
+    in_memory = cli(*train, "dataset.loader.stream=false")
+    assert in_memory.returncode == 0, in_memory.stderr
+    assert len(list((cli.cwd / "data" / "imagefolder").glob("*.pt"))) == 1
+    first, second = run_dirs(cli.cwd)
+    assert metrics(first)["final"]["val/acc"] == metrics(second)["final"]["val/acc"] == 1.0
+    assert learning_curves(first) == learning_curves(second)  # the same bytes in the same batches
     wrong = cli("train", "dataset=imagefolder", f"dataset.loader.root={root}", "dataset.num_classes=3")
     assert wrong.returncode == 2
     assert "has 2 classes but dataset.num_classes=3" in one_error_line(wrong.stderr)
+    negative = cli(*train, "dataset.loader.workers=-1")
+    assert negative.returncode == 2
+    assert "dataset.loader.workers must be an integer ≥ 0, got -1" in one_error_line(negative.stderr)
+
+
+def test_a_corrupt_image_read_by_a_worker_is_one_error_line(cli):
+    root = cli.cwd / "images"
+    write_colour_folder(root)
+    broken = root / "train" / "blue" / "3.png"
+    broken.write_bytes(b"\x89PNG truncated")
+    result = cli(
+        "train",
+        "dataset=imagefolder",
+        f"dataset.loader.root={root}",
+        "dataset.num_classes=2",
+        "dataset.loader.workers=2",
+        "dataset.normalize=false",  # so the training loop's own batches meet the file first
+    )
+    assert result.returncode == 2
+    assert f"cnnlab train: error: cannot read image {broken}: " in one_error_line(result.stderr)
+
+
+def test_ctrl_c_while_workers_stream_saves_last_pt_and_exits_130(cli):
+    root = cli.cwd / "images"
+    write_colour_folder(root, train=40)
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cnnlab", "train", "dataset=imagefolder", f"dataset.loader.root={root}"),
+            *("dataset.num_classes=2", "dataset.loader.workers=2", "trainer.batch_size=2"),
+            *("trainer.epochs=10", "trainer.checkpoint_every_steps=5"),
+        ],
+        cwd=cli.cwd,
+        env={**os.environ, "CNNLAB_DATA_DIR": str(cli.cwd / "data")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, which Ctrl-C in a terminal signals as a whole
+    )
+    deadline = time.monotonic() + 120
+    while not list(cli.cwd.glob("outputs/train/*/*/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # the workers get it too
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "interrupted by SIGINT" in one_error_line(stderr)
+    assert metrics(run_dirs(cli.cwd)[0])["status"] == "interrupted"
 
 
 def test_plain_install_finds_its_configs_from_any_directory(tmp_path):

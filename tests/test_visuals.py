@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from cnnlab.data.batches import Preprocess
-from cnnlab.data.sources import load_digits
+from cnnlab.data.sources import Split, load_digits
 from cnnlab.models import create_model
 from cnnlab.training.visuals import (
     _DARK_BLUE,
@@ -186,14 +186,14 @@ def test_confusion_figure_shades_cells_by_their_share_of_the_row():
 
 
 def test_misclassified_grid_shows_only_mistakes_up_to_the_limit():
-    images = torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8)
     labels = torch.arange(30) % 10
+    split = Split(torch.randint(0, 256, (30, 1, 8, 8), dtype=torch.uint8), labels)
     classes = [str(d) for d in range(10)]
-    assert misclassified_grid(images, labels, labels, classes, 24) is None
+    assert misclassified_grid(split, labels, classes, 24) is None
     wrong = (labels + 1) % 10
-    few, many = (misclassified_grid(images, wrong, labels, classes, n) for n in (3, 24))
+    few, many = (misclassified_grid(split, wrong, classes, n) for n in (3, 24))
     assert few.shape[1] < many.shape[1] and few.shape[2] < many.shape[2]  # 1 row of 3 vs 3 rows of 8
-    two_rows = misclassified_grid(images, wrong, labels, classes, 16)
+    two_rows = misclassified_grid(split, wrong, classes, 16)
     assert two_rows.shape[2] == many.shape[2] and two_rows.shape[1] < many.shape[1]
 
 

@@ -52,7 +52,7 @@ def run(cfg: DictConfig) -> Path:
         name, title = NOISE, f"input: uniform noise (seed {options.seed})"
     else:
         path = run_dir.image_files(target, "input")[0]
-        image = run_dir.read_images([path], trained.in_channels, trained.native_size)
+        image = run_dir.read_images([path], trained.in_channels, trained.native_size).images
         name, title = path.stem, f"input: {path.name}"
     stages = [maps[0] for maps in stage_outputs(trained.model, preprocess(image.to(trained.device)))]
     if not stages:

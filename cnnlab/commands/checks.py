@@ -63,6 +63,17 @@ def choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
     return got
 
 
+def dataset_loader(cfg: DictConfig) -> None:
+    """The dataset's loader options: all set (imagefolder's root is required) and in range."""
+    loader = value(cfg, "dataset.loader")
+    if "test_fraction" in loader:
+        number(cfg, "dataset.loader.test_fraction", 0.2, maximum=0.9, allow_minimum=False)
+    if "stream" in loader:
+        choice(cfg, "dataset.loader.stream", ("True", "False"))
+    if loader.get("workers") is not None:  # null: one per available core
+        integer(cfg, "dataset.loader.workers", 0, 2)
+
+
 def image_size(cfg: DictConfig, key: str) -> tuple[int, int] | None:
     """An image size: null, a positive int (square) or [height, width] of positive ints."""
     got = value(cfg, key)

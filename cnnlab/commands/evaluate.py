@@ -44,6 +44,7 @@ def check(cfg: DictConfig) -> None:
     _device_and_precision(cfg, run_dir.saved_config(checkpoint.parent))
     if "dataset" in cfg:
         checks.choice(cfg, "dataset.name", tuple(SOURCES))
+        checks.dataset_loader(cfg)
 
 
 def run(cfg: DictConfig) -> float:
@@ -66,7 +67,7 @@ def run(cfg: DictConfig) -> float:
         markup=False,
     )
     loss, accuracy = evaluate(trained.model, split, preprocess, batch_size, precision)
-    predicted = logits_of(trained.model, split.images, preprocess, batch_size, precision).argmax(dim=1)
+    predicted = logits_of(trained.model, split, preprocess, batch_size, precision).argmax(dim=1)
     matrix = confusion_matrix(predicted, split.labels, len(data.classes))
     correct = int(matrix.diag().sum())
     console.print(

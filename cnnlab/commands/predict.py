@@ -39,8 +39,8 @@ def run(cfg: DictConfig) -> list[dict]:
     data = trained.load_data()
     preprocess = trained.preprocess(data)
     files = run_dir.image_files(str(cfg.input), "input")
-    images = run_dir.read_images(files, trained.in_channels, trained.native_size).to(trained.device)
-    logits = logits_of(trained.model, images, preprocess, options.batch_size, "32")  # float32: a few images
+    split = run_dir.read_images(files, trained.in_channels, trained.native_size).to(trained.device)
+    logits = logits_of(trained.model, split, preprocess, options.batch_size, "32")  # float32: a few images
     top = torch.softmax(logits, dim=1).topk(min(options.top_k, len(data.classes)), dim=1)
     results = [
         {

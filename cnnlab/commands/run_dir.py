@@ -30,7 +30,7 @@ from torch import nn
 from cnnlab.commands import checks
 from cnnlab.commands.train import load_data, make_preprocess
 from cnnlab.data.batches import Preprocess
-from cnnlab.data.sources import IMAGE_SUFFIXES, Dataset, decode_images
+from cnnlab.data.sources import IMAGE_SUFFIXES, Dataset, Split, decode_images
 from cnnlab.errors import CheckpointError, ConfigError, DataError
 from cnnlab.models import create_model
 from cnnlab.training.checkpoint import load_checkpoint
@@ -159,9 +159,10 @@ def image_files(target: str, key: str) -> list[Path]:
     return [path]
 
 
-def read_images(files: list[Path], channels: int, size: tuple[int, int]) -> torch.Tensor:
+def read_images(files: list[Path], channels: int, size: tuple[int, int]) -> Split:
     """Decode image files as the imagefolder loader does: grayscale or RGB by `channels`, resized to
-    the dataset's native `size` → uint8 (N, C, H, W); the run's Preprocess does the rest."""
+    the dataset's native `size` → a Split of uint8 (N, C, H, W) images, all labelled 0; the run's
+    Preprocess does the rest."""
     if channels not in (1, 3):
         raise ConfigError(f"the run's model reads {channels} channels; image files give 1 (grey) or 3 (RGB)")
-    return decode_images([(0, path) for path in files], list(size), channels).images
+    return decode_images([(0, path) for path in files], list(size), channels)

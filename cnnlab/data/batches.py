@@ -1,11 +1,20 @@
-"""Batches by index from in-memory uint8 tensors, preprocessed per batch on the training device."""
+"""Batches by index — gathered from in-memory uint8 tensors or decoded from files by DataLoader
+workers — preprocessed per batch on the training device."""
 
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
-from cnnlab.data.sources import Split
+from cnnlab.data.sources import AnySplit, FileSplit, Split, decode_image
+from cnnlab.errors import DataError
+
+STATS_SAMPLE = 2000  # streamed splits: normalization statistics of at most this many training images
+_STATS_BATCH = 100
 
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +32,12 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor
 
 
 class Preprocess:
-    """uint8 (N, C, H, W) → float in [0, 1] → antialiased resize → normalize, all on the batch's device."""
+    """uint8 (N, C, H, W) → float in [0, 1], normalized → antialiased resize, all on the batch's device.
+
+    Scaling to [0, 1] and normalizing form one affine map per channel, x / 255 → (x / 255 − mean) / std
+    = x · scale + shift, applied in a single pass (one kernel on a GPU). It commutes with the resize,
+    whose weights sum to 1, so the result is torchvision's ToTensor → Resize → Normalize.
+    """
 
     def __init__(
         self,
@@ -32,21 +46,20 @@ class Preprocess:
         std: torch.Tensor | None = None,
     ) -> None:
         self.size = size
-        self.mean = None if mean is None else mean.view(1, -1, 1, 1)
-        self.std = None if std is None else std.view(1, -1, 1, 1)
+        if mean is None:
+            mean, std = torch.zeros(1), torch.ones(1)
+        self.scale = (1 / (255 * std)).view(1, -1, 1, 1)
+        self.shift = (-mean / std).view(1, -1, 1, 1)
 
     def to(self, device: torch.device) -> "Preprocess":
         """Move the normalization constants to `device` (once, not per batch)."""
-        if self.mean is not None:
-            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        self.scale, self.shift = self.scale.to(device), self.shift.to(device)
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255)
+        x = torch.addcmul(self.shift, images, self.scale)  # float32, normalized
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
         return x
 
 
@@ -56,16 +69,100 @@ def epoch_order(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_samples, generator=generator)
 
 
+def split_stats(split: AnySplit) -> tuple[torch.Tensor, torch.Tensor]:
+    """`channel_stats` of a split: exact in memory; for a streamed split, of a fixed random sample of
+    at most STATS_SAMPLE images (a full pass would read every file before training starts)."""
+    if isinstance(split, Split):
+        return channel_stats(split.images.cpu())
+    # A fixed seed, not trainer.seed: evaluate and predict rebuild the same statistics from the run.
+    chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:STATS_SAMPLE]
+    on_cpu = split.to(torch.device("cpu"))
+    sample = [images for images, _ in batches(on_cpu, _STATS_BATCH, chosen.sort().values)]  # folder order
+    return channel_stats(torch.cat(sample))
+
+
 def batches(
-    split: Split, batch_size: int, order: torch.Tensor | None = None, start: int = 0
+    split: AnySplit, batch_size: int, order: torch.Tensor | None = None, start: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images, labels) batches in `order` (default: as stored), from batch `start` on."""
-    n = len(split) if order is None else len(order)
-    if order is not None:
-        order = order.to(split.images.device)
-    for first in range(start * batch_size, n, batch_size):
-        if order is None:
-            yield split.images[first : first + batch_size], split.labels[first : first + batch_size]
-        else:
-            index = order[first : first + batch_size]
-            yield split.images[index], split.labels[index]
+    """Yield (uint8 images, labels) batches on the split's device in `order` (default: as stored), from
+    batch `start` on; a FileSplit's are decoded by DataLoader workers, the same batches in the same order."""
+    if isinstance(split, FileSplit):
+        yield from _streamed(split, batch_size, order, start)
+        return
+    if order is None:
+        images, labels = split.images, split.labels
+    else:
+        # One gather for the rest of the epoch, then batches are slices (views): a GPU launches no
+        # per-batch indexing kernels. It holds a second copy of the split while the epoch runs.
+        rest = order[start * batch_size :].to(split.device)
+        images, labels, start = split.images[rest], split.labels[rest], 0
+    for first in range(start * batch_size, len(labels), batch_size):
+        yield images[first : first + batch_size], labels[first : first + batch_size]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask: taskset, a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
+def _streamed(
+    split: FileSplit, batch_size: int, order: torch.Tensor | None, start: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`batches` of a FileSplit: each batch decoded by a DataLoader worker, sent to the split's device."""
+    order = torch.arange(len(split)) if order is None else order.cpu()
+    index = [
+        order[first : first + batch_size].tolist()
+        for first in range(start * batch_size, len(order), batch_size)
+    ]
+    workers = available_cores() if split.workers is None else split.workers
+    loader = DataLoader(
+        _ImageFiles(split.files, split.image_size, split.channels),
+        batch_sampler=index,
+        num_workers=min(workers, len(index)),  # no idle workers for a short pass
+        collate_fn=_collate,
+        pin_memory=split.device.type == "cuda",
+        worker_init_fn=_ignore_interrupts,
+    )
+    for batch in loader:
+        if isinstance(batch, DataError):
+            raise batch
+        images, labels = batch
+        yield images.to(split.device, non_blocking=True), labels.to(split.device, non_blocking=True)
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """File i → (uint8 C×H×W image, label), or the DataError that reading it raised."""
+
+    def __init__(self, files: tuple[tuple[int, Path], ...], image_size: list[int], channels: int) -> None:
+        self.files, self.image_size, self.channels = files, image_size, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | DataError:
+        label, path = self.files[i]
+        try:
+            return decode_image(path, self.image_size, self.channels), label
+        except DataError as error:
+            # Returned, not raised: DataLoader would re-raise it with the worker's traceback in its message.
+            return error
+
+
+def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | DataError:
+    """Stack a batch's images and labels, or pass on the first error for the main process to raise."""
+    for item in items:
+        if isinstance(item, DataError):
+            return item
+    images, labels = zip(*items, strict=True)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; only the main process acts on it (the training loop's
+    # orderly stop: last.pt, exit 130) and shuts the workers down with their loader. A forked worker
+    # inherits the main process's handler, but one started by spawn or forkserver has Python's default
+    # and would quit on KeyboardInterrupt, failing the loader ("worker exited unexpectedly").
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,10 +1,10 @@
-"""Dataset sources: each decodes its images once into uint8 tensors (N, C, H, W) plus labels."""
+"""Dataset sources: uint8 images (N, C, H, W) plus labels, decoded once into memory or streamed from files."""
 
 import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,62 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the images live, so where batches come out."""
+        return self.images.device
+
+    @property
+    def channels(self) -> int:
+        """Channels per image."""
+        return self.images.shape[1]
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at `index`, on the split's device."""
+        return self.images[index.to(self.device)]
+
+    def to(self, device: torch.device) -> "Split":
+        """This split with images and labels on `device`."""
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """One split of image files, decoded batch by batch as it is read: only the labels live in memory."""
+
+    files: tuple[tuple[int, Path], ...]  # (label, path)
+    image_size: list[int]  # [height, width] every image is decoded at
+    channels: int
+    labels: torch.Tensor  # int64, (N,), on the device batches are sent to
+    workers: int | None  # DataLoader worker processes; None: one per available core
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def device(self) -> torch.device:
+        """Where batches are sent: the labels' device."""
+        return self.labels.device
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """The uint8 images at `index`, decoded now, on the split's device."""
+        chosen = [self.files[i] for i in index.tolist()]
+        return decode_images(chosen, self.image_size, self.channels).images.to(self.device)
+
+    def to(self, device: torch.device) -> "FileSplit":
+        """This split with its labels on `device`, where its batches will be sent."""
+        return replace(self, labels=self.labels.to(device))
+
+
+AnySplit = Split | FileSplit  # what batches(), len(), take() and .labels serve alike
+
 
 @dataclass(frozen=True)
 class Dataset:
     """Train and test splits and the class names."""
 
-    train: Split
-    test: Split
+    train: AnySplit
+    test: AnySplit
     classes: list[str]
 
 
@@ -93,8 +142,11 @@ def _missing(dataset_name: str, root: Path, download: bool) -> DataError:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
-def load_imagefolder(root: str, image_size: list[int], channels: int, cache_dir: str) -> Dataset:
-    """`root/train/<class>/*` and `root/val/<class>/*`, decoded once at `image_size` and cached.
+def load_imagefolder(
+    root: str, image_size: list[int], channels: int, cache_dir: str, stream: bool, workers: int | None
+) -> Dataset:
+    """`root/train/<class>/*` and `root/val/<class>/*` at `image_size`: streamed from the files by
+    `workers` DataLoader processes (`stream`), or decoded once into memory and cached.
 
     The cache file's name hashes the root, size, channels and every file's size and mtime, so any
     change to the images makes a new decode.
@@ -121,6 +173,12 @@ def load_imagefolder(root: str, image_size: list[int], channels: int, cache_dir:
     for part, found in files.items():
         if not found:
             raise DataError(f"no images found under {base / part}/<class>/")
+    if stream:
+        train, val = (
+            FileSplit(tuple(files[part]), list(image_size), channels, file_labels(files[part]), workers)
+            for part in ("train", "val")
+        )
+        return Dataset(train, val, classes)
     fingerprint = [str(base.resolve()), list(image_size), channels]
     for found in files.values():
         fingerprint += [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for _, path in found]
@@ -139,21 +197,35 @@ def load_imagefolder(root: str, image_size: list[int], channels: int, cache_dir:
     return Dataset(train, val, classes)
 
 
-def decode_images(files: list[tuple[int, Path]], image_size: list[int], channels: int) -> Split:
-    """(label, path) pairs → a Split of uint8 images at `image_size`, read as grayscale or RGB."""
+def decode_image(path: Path, image_size: list[int], channels: int) -> torch.Tensor:
+    """One image file → uint8 (C, H, W) at `image_size`, read as grayscale or RGB.
+
+    The one decoder of image files: the in-memory cache, the streaming workers and `predict` all use
+    it, so their pixels are byte-identical.
+    """
     from PIL import Image
 
     height, width = image_size
     mode = "L" if channels == 1 else "RGB"
-    images = torch.empty(len(files), channels, height, width, dtype=torch.uint8)
+    try:
+        with Image.open(path) as img:
+            pixels = np.array(img.convert(mode).resize((width, height), Image.BILINEAR))
+    except OSError as error:
+        raise DataError(f"cannot read image {path}: {error}") from error
+    return torch.from_numpy(pixels.reshape(height, width, channels)).permute(2, 0, 1)
+
+
+def decode_images(files: list[tuple[int, Path]], image_size: list[int], channels: int) -> Split:
+    """(label, path) pairs → a Split of uint8 images at `image_size`, read as grayscale or RGB."""
+    images = torch.empty(len(files), channels, *image_size, dtype=torch.uint8)
     for i, (_, path) in enumerate(files):
-        try:
-            with Image.open(path) as img:
-                pixels = np.array(img.convert(mode).resize((width, height), Image.BILINEAR))
-        except OSError as error:
-            raise DataError(f"cannot read image {path}: {error}") from error
-        images[i] = torch.from_numpy(pixels.reshape(height, width, channels)).permute(2, 0, 1)
-    return Split(images, torch.tensor([label for label, _ in files]))
+        images[i] = decode_image(path, image_size, channels)
+    return Split(images, file_labels(files))
+
+
+def file_labels(files: list[tuple[int, Path]]) -> torch.Tensor:
+    """The int64 labels of (label, path) pairs."""
+    return torch.tensor([label for label, _ in files], dtype=torch.long)
 
 
 SOURCES: dict[str, Callable[..., Dataset]] = {

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.data.batches import Preprocess, batches, epoch_order
-from cnnlab.data.sources import Dataset, Split
+from cnnlab.data.sources import AnySplit, Dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.training.device import autocast
-from cnnlab.training.distributed import SINGLE_PROCESS, Distributed, unwrap
+from cnnlab.training.distributed import SINGLE_PROCESS, Distributed
 from cnnlab.training.logging import RunLogger
 
 
@@ -96,7 +96,7 @@ class StopSignals:
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
-    split: Split,
+    split: AnySplit,
     preprocess: Preprocess,
     batch_size: int,
     precision: str,
@@ -105,7 +105,7 @@ def evaluate(
     """Mean cross-entropy loss and accuracy of `model` on `split` (each rank takes its shard)."""
     model.eval()
     distributed.sync_buffers(model)
-    device = split.images.device
+    device = split.device
     sums = torch.zeros(2, device=device)  # summed loss, correct
     order = distributed.shard(torch.arange(len(split)), pad=False) if distributed.enabled else None
     for images, labels in batches(split, batch_size, order):
@@ -123,29 +123,48 @@ def steps_per_epoch(num_samples: int, batch_size: int, ranks: Distributed) -> in
     return -(-per_rank // (batch_size // ranks.world_size))
 
 
+class TrainingForward(nn.Module):
+    """A training step's forward half: uint8 batch → preprocess → model → loss and correct count.
+
+    One module, so `torch.compile` puts preprocessing and the loss into the model's graph (measured on
+    an H100 with reduce-overhead: LeNet 1.5×, ResNet-18@96 1.05× the model compiled alone).
+    """
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess, precision: str) -> None:
+        super().__init__()
+        self.model = model
+        self.preprocess = preprocess
+        self.precision = precision
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy loss and the number of correct predictions of a uint8 batch."""
+        with autocast(images.device, self.precision):
+            logits = self.model(self.preprocess(images))
+            loss = F.cross_entropy(logits.float(), labels)
+        return loss, (logits.argmax(dim=1) == labels).sum()
+
+
 def train_step(
-    model: nn.Module,
+    forward: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    preprocess: Preprocess,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
-    precision: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a uint8 batch; returns its summed loss and correct count, on the device."""
-    with autocast(images.device, precision):
-        logits = model(preprocess(images))
-        loss = F.cross_entropy(logits.float(), labels)
+    """One optimizer step on a uint8 batch through `forward` (a TrainingForward, perhaps compiled);
+    returns its summed loss and correct count, on the device."""
+    loss, hits = forward(images, labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return loss.detach() * len(labels), (logits.argmax(dim=1) == labels).sum()
+    return loss.detach() * len(labels), hits
 
 
 def fit(
+    forward: nn.Module,
     model: nn.Module,
     data: Dataset,
     preprocess: Preprocess,
@@ -160,10 +179,13 @@ def fit(
 ) -> RunState:
     """Train from `state` to `settings.epochs`; `save(state, best)` writes last.pt (and best.pt).
 
+    `forward` (a TrainingForward, perhaps compiled or around DDP) takes the steps; `model` is the plain
+    module inside it, which `evaluate` runs.
+
     `after_epoch(state)` runs once each epoch is logged (e.g. to draw TensorBoard images).
     """
     train = data.train
-    device = train.images.device
+    device = train.device
     ranks = settings.distributed
     batch_size = settings.batch_size // ranks.world_size
     with StopSignals(enabled=not ranks.enabled) as stop:
@@ -178,9 +200,7 @@ def fit(
             logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen)
             tic = time.perf_counter()
             for images, labels in batches(train, batch_size, order, start=state.batch):
-                loss_sum, hits = train_step(
-                    model, images, labels, preprocess, optimizer, scheduler, scaler, settings.precision
-                )
+                loss_sum, hits = train_step(forward, images, labels, optimizer, scheduler, scaler)
                 losses[state.batch] = loss_sum
                 correct += hits
                 lrs.append(optimizer.param_groups[0]["lr"])  # the rate this step used, for errors
@@ -199,7 +219,7 @@ def fit(
                         raise Interrupted(stop.signum)
             _settle(state, losses, correct, tic, lrs, ranks)
             val_loss, val_acc = evaluate(
-                unwrap(model), data.test, preprocess, settings.eval_batch_size, settings.precision, ranks
+                model, data.test, preprocess, settings.eval_batch_size, settings.precision, ranks
             )
             seen = state.epoch_seen * ranks.world_size  # all ranks (padding included)
             metrics = {

@@ -14,8 +14,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from cnnlab.data.batches import Preprocess
-from cnnlab.data.sources import Dataset
+from cnnlab.data.batches import Preprocess, batches
+from cnnlab.data.sources import AnySplit, Dataset
 from cnnlab.training.checkpoint import atomic_write
 from cnnlab.training.device import autocast
 
@@ -36,15 +36,14 @@ _DARK_BLUE = (8, 48, 107)
 
 @torch.inference_mode()
 def logits_of(
-    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int, precision: str
+    model: nn.Module, split: AnySplit, preprocess: Preprocess, batch_size: int, precision: str
 ) -> torch.Tensor:
-    """The model's float32 logits for uint8 `images` (N, C, H, W), on the CPU."""
+    """The model's float32 logits for the images of `split`, in stored order, on the CPU."""
     model.eval()
-    device = images.device
     outputs = []
-    for chunk in images.split(batch_size):
-        with autocast(device, precision):
-            outputs.append(model(preprocess(chunk)).float().cpu())
+    for images, _ in batches(split, batch_size):
+        with autocast(split.device, precision):
+            outputs.append(model(preprocess(images)).float().cpu())
     return torch.cat(outputs)
 
 
@@ -286,20 +285,20 @@ def confusion_figure(matrix: torch.Tensor, classes: list[str]) -> torch.Tensor:
 
 
 def misclassified_grid(
-    images: torch.Tensor, predicted: torch.Tensor, labels: torch.Tensor, classes: list[str], limit: int
+    split: AnySplit, predicted: torch.Tensor, classes: list[str], limit: int
 ) -> torch.Tensor | None:
-    """Up to `limit` wrongly classified uint8 images, each captioned with predicted and true class."""
-    predicted, labels = predicted.cpu(), labels.cpu()
-    wrong = (predicted != labels).nonzero().flatten()[:limit].tolist()
-    if not wrong:
+    """Up to `limit` wrongly classified images of `split`, each captioned with predicted and true class."""
+    predicted, labels = predicted.cpu(), split.labels.cpu()
+    wrong = (predicted != labels).nonzero().flatten()[:limit]
+    if not len(wrong):
         return None
     tiles = [
         _captioned(
-            _magnify(_pil(images[i])),
+            _magnify(_pil(image)),
             [(f"pred {classes[int(predicted[i])]}", _WRONG), (f"true {classes[int(labels[i])]}", _RIGHT)],
             11,
         )
-        for i in wrong
+        for i, image in zip(wrong.tolist(), split.take(wrong).cpu(), strict=True)
     ]
     columns = 8
     rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
@@ -346,7 +345,7 @@ def write_visuals(
         writer.add_image("kernels/first_conv", kernels, step)
 
     samples = first_of_each_class(test.labels, len(classes))[:TENSORBOARD_EXAMPLES]
-    sample_images = test.images[samples]
+    sample_images = test.take(torch.tensor(samples))
     with torch.inference_mode(), autocast(sample_images.device, precision):
         stages = stage_outputs(model, preprocess(sample_images))
     names = [classes[int(test.labels[i])] for i in samples]
@@ -356,13 +355,13 @@ def write_visuals(
         grid = feature_map_grid(sample_images.cpu(), maps, names, TENSORBOARD_CHANNELS, title)
         writer.add_image(f"features/stage{number}", grid, step)
 
-    predicted = logits_of(model, test.images, preprocess, batch_size, precision).argmax(dim=1)
+    predicted = logits_of(model, test, preprocess, batch_size, precision).argmax(dim=1)
     matrix = confusion_matrix(predicted, test.labels, len(classes))
     writer.add_image("eval/confusion_matrix", confusion_figure(matrix, classes), step)
     for name, acc in zip(classes, class_accuracies(matrix).tolist(), strict=True):
         if not math.isnan(acc):
             writer.add_scalar(f"class_acc/{name}", acc, step)
-    mistakes = misclassified_grid(test.images, predicted, test.labels, classes, MISCLASSIFIED_SHOWN)
+    mistakes = misclassified_grid(test, predicted, classes, MISCLASSIFIED_SHOWN)
     if mistakes is not None:
         writer.add_image("eval/misclassified", mistakes, step)
 
