@@ -53,6 +53,15 @@ BAD_INPUTS = [
     (["dataset=imagefolder"], "dataset.loader.root is required"),
     (["dataset=imagefolder", "dataset.loader.root=/x"], "dataset.num_classes is required"),
     (["dataset.loader.test_fraction=1.5"], "dataset.loader.test_fraction must be a number > 0 and ≤ 0.9"),
+    (
+        [
+            "dataset=imagefolder",
+            "dataset.loader.root=/x",
+            "dataset.num_classes=3",
+            "dataset.loader.stream='False'",
+        ],
+        "dataset.loader.stream must be true or false, got 'False'",
+    ),
     (["trainer.resume=/no/such/run"], "no last.pt in /no/such/run"),
     (["trainer.resume=latest"], "trainer.resume=latest: no run under outputs/"),
     (["-m", "optimizer.lr=0.1,abc"], "optimizer.lr must be a number > 0, got 'abc'"),

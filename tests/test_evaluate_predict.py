@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import metrics, one_error_line, run_cli
+from omegaconf import OmegaConf
 from PIL import Image
 
 from cnnlab.cli import main
@@ -110,6 +111,28 @@ def test_evaluate_on_another_dataset_of_the_same_shape(workspace, capsys):
     _, correct, total = evaluation(out)
     assert total == 360 and correct / total == metrics(run_dir)["final"]["val/acc"]
     assert (run_dir / "confusion-imagefolder-test-last.png").is_file()
+
+
+def test_evaluate_reads_a_run_saved_before_imagefolder_could_stream(workspace, capsys):
+    """A config.yaml written by an older cnnlab lacks loader.stream/workers: today's defaults fill in."""
+    run_dir = workspace / "folder_run"
+    folder = [
+        "dataset=imagefolder",
+        f"dataset.loader.root={workspace / 'folder'}",
+        "dataset.num_classes=10",
+        "dataset.in_channels=1",
+        "dataset.loader.image_size=[8,8]",
+        "resize=28",
+    ]
+    train = run_cli("train", *folder, "trainer.epochs=2", f"hydra.run.dir={run_dir}", cwd=workspace)
+    assert train.returncode == 0, train.stderr
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    del saved.dataset.loader["stream"], saved.dataset.loader["workers"]
+    OmegaConf.save(saved, run_dir / "config.yaml")
+    code, out, err = cnnlab(capsys, "evaluate", f"run={run_dir}", "evaluate.checkpoint=last")
+    assert code == 0, err
+    _, correct, total = evaluation(out)
+    assert total == 360 and correct / total == metrics(run_dir)["final"]["val/acc"]
 
 
 def test_evaluate_refuses_a_dataset_of_another_shape(workspace, capsys):

@@ -164,7 +164,9 @@ def test_a_corrupt_image_read_by_a_worker_is_one_error_line(cli):
     assert f"cnnlab train: error: cannot read image {broken}: " in one_error_line(result.stderr)
 
 
-def test_ctrl_c_while_workers_stream_saves_last_pt_and_exits_130(cli):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_the_process_group_while_workers_stream_saves_last_pt(cli, signum):
+    """Ctrl-C in a terminal, or SIGTERM from timeout/scancel/kill -- -PGID, reaches the workers too."""
     root = cli.cwd / "images"
     write_colour_folder(root, train=40)
     process = subprocess.Popen(
@@ -183,10 +185,10 @@ def test_ctrl_c_while_workers_stream_saves_last_pt_and_exits_130(cli):
     deadline = time.monotonic() + 120
     while not list(cli.cwd.glob("outputs/train/*/*/last.pt")) and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGINT)  # the workers get it too
+    os.killpg(process.pid, signum)  # the workers get it too
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "interrupted by SIGINT" in one_error_line(stderr)
+    assert process.returncode == 128 + signum, stderr
+    assert f"interrupted by {signal.Signals(signum).name}" in one_error_line(stderr)
     assert metrics(run_dirs(cli.cwd)[0])["status"] == "interrupted"
 
 

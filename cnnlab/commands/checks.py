@@ -63,13 +63,21 @@ def choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
     return got
 
 
+def boolean(cfg: DictConfig, key: str) -> bool:
+    """true or false: a YAML boolean (the quoted text 'false' would act as true)."""
+    got = value(cfg, key)
+    if not isinstance(got, bool):
+        raise ConfigError(f"{key} must be true or false, got {got!r}; e.g. {key}=false")
+    return got
+
+
 def dataset_loader(cfg: DictConfig) -> None:
     """The dataset's loader options: all set (imagefolder's root is required) and in range."""
     loader = value(cfg, "dataset.loader")
     if "test_fraction" in loader:
         number(cfg, "dataset.loader.test_fraction", 0.2, maximum=0.9, allow_minimum=False)
     if "stream" in loader:
-        choice(cfg, "dataset.loader.stream", ("True", "False"))
+        boolean(cfg, "dataset.loader.stream")
     if loader.get("workers") is not None:  # null: one per available core
         integer(cfg, "dataset.loader.workers", 0, 2)
 

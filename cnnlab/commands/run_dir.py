@@ -19,6 +19,7 @@ The commands write their outputs into the run directory (hydra.run.dir is the ru
 """
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -100,7 +101,20 @@ def saved_config(directory: Path) -> DictConfig:
         raise ConfigError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
     if not isinstance(config, DictConfig) or "model" not in config or "dataset" not in config:
         raise ConfigError(f"{path} is not a cnnlab run config (no model or dataset section)")
+    _add_new_loader_options(config)
     return config
+
+
+def _add_new_loader_options(config: DictConfig) -> None:
+    """Loader options added to cnnlab after the run was saved (e.g. imagefolder's `stream`) take
+    their packaged defaults, so runs of older versions stay readable."""
+    packaged = resources.files("cnnlab.configs") / "dataset" / f"{config.dataset.get('name')}.yaml"
+    if "loader" not in config.dataset or not packaged.is_file():
+        return
+    defaults = OmegaConf.to_container(OmegaConf.load(str(packaged)).get("loader", {}), resolve=False)
+    for key, value in defaults.items():
+        if key not in config.dataset.loader:
+            config.dataset.loader[key] = value
 
 
 def open_run(checkpoint: Path, device: torch.device) -> FinishedRun:

@@ -287,6 +287,8 @@ def compiled(function: Callable, setting: bool | str) -> Callable:
     (torch.compile's default mode), cudagraphs (that backend) or a mode name such as reduce-overhead."""
     if not setting:
         return function
+    # Graphs of an earlier run in this process (a sweep's previous job) would only hold memory.
+    torch.compiler.reset()
     # Static shapes: an epoch's last, smaller batch gets a graph of its own. (torch 2.11's CUDA-graph
     # trees fail on a graph made dynamic by that batch: "size of tensor a (64) must match ... (29)".)
     if setting == "cudagraphs":

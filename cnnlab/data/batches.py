@@ -117,14 +117,16 @@ def _streamed(
         order[first : first + batch_size].tolist()
         for first in range(start * batch_size, len(order), batch_size)
     ]
-    workers = available_cores() if split.workers is None else split.workers
+    # null: the cores this process may use, shared among the torchrun ranks on this machine.
+    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    workers = max(1, available_cores() // ranks_here) if split.workers is None else split.workers
     loader = DataLoader(
         _ImageFiles(split.files, split.image_size, split.channels),
         batch_sampler=index,
         num_workers=min(workers, len(index)),  # no idle workers for a short pass
         collate_fn=_collate,
         pin_memory=split.device.type == "cuda",
-        worker_init_fn=_ignore_interrupts,
+        worker_init_fn=_ignore_stop_signals,
     )
     for batch in loader:
         if isinstance(batch, DataError):
@@ -160,9 +162,10 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | DataError:
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
-def _ignore_interrupts(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group; only the main process acts on it (the training loop's
-    # orderly stop: last.pt, exit 130) and shuts the workers down with their loader. A forked worker
-    # inherits the main process's handler, but one started by spawn or forkserver has Python's default
-    # and would quit on KeyboardInterrupt, failing the loader ("worker exited unexpectedly").
+def _ignore_stop_signals(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group, and so does SIGTERM from timeout, scancel or
+    # kill -- -PGID; only the main process acts on them (the training loop's orderly stop: last.pt,
+    # exit 130/143) and shuts the workers down with their loader, which a killed worker would fail
+    # ("DataLoader worker is killed by signal"). Workers still exit when the main process dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

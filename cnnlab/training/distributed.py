@@ -52,17 +52,6 @@ class Distributed:
 SINGLE_PROCESS = Distributed()
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module inside torch.compile and DistributedDataParallel wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
-
-
 def from_environment(device_type: str) -> Distributed:
     """Join the torchrun job described by RANK/WORLD_SIZE/LOCAL_RANK (NCCL on CUDA, gloo on CPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
