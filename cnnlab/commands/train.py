@@ -42,11 +42,11 @@ from cnnlab.training.device import (
 )
 from cnnlab.training.logging import QuietLogger, RunLogger, console, print_summary, write_json
 from cnnlab.training.loop import (
+    BatchLoss,
     Diverged,
     Interrupted,
     LoopSettings,
     RunState,
-    TrainingForward,
     fit,
     steps_per_epoch,
 )
@@ -229,7 +229,7 @@ class Training:
     """Everything one training run steps: built by `build_training` for `run` and the benchmark alike."""
 
     model: nn.Module  # the plain module: checkpoints save it (no module./_orig_mod. keys)
-    forward: nn.Module  # what trains: a TrainingForward around the model (in DDP), compiled if configured
+    forward: nn.Module  # what trains: a BatchLoss around the model (in DDP), compiled if configured
     preprocess: Preprocess
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -278,7 +278,7 @@ def build_training(cfg: DictConfig, data: Dataset, ranks: distributed.Distribute
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16")
     preprocess = make_preprocess(cfg, data, size).to(device)
     compile_setting = resolve_compile(trainer.compile, device, ranks.enabled)
-    forward = compiled(TrainingForward(step_model, preprocess, settings.precision), compile_setting)
+    forward = compiled(BatchLoss(step_model, preprocess, settings.precision), compile_setting)
     return Training(model, forward, preprocess, optimizer, scheduler, scaler, settings, size, compile_setting)
 
 

@@ -105,14 +105,13 @@ def evaluate(
     """Mean cross-entropy loss and accuracy of `model` on `split` (each rank takes its shard)."""
     model.eval()
     distributed.sync_buffers(model)
-    device = split.device
-    sums = torch.zeros(2, device=device)  # summed loss, correct
+    batch_loss = BatchLoss(model, preprocess, precision)  # the same computation as a training step's
+    sums = torch.zeros(2, device=split.device)  # summed loss, correct
     order = distributed.shard(torch.arange(len(split)), pad=False) if distributed.enabled else None
     for images, labels in batches(split, batch_size, order):
-        with autocast(device, precision):
-            logits = model(preprocess(images))
-        sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
-        sums[1] += (logits.argmax(dim=1) == labels).sum()
+        loss, hits = batch_loss(images, labels)
+        sums[0] += loss * len(labels)
+        sums[1] += hits
     loss_sum, correct = distributed.sum(sums).tolist()
     return loss_sum / len(split), correct / len(split)
 
@@ -123,8 +122,9 @@ def steps_per_epoch(num_samples: int, batch_size: int, ranks: Distributed) -> in
     return -(-per_rank // (batch_size // ranks.world_size))
 
 
-class TrainingForward(nn.Module):
-    """A training step's forward half: uint8 batch → preprocess → model → loss and correct count.
+class BatchLoss(nn.Module):
+    """uint8 batch → preprocess → model → mean cross-entropy loss and correct count: the forward half of
+    a training step, and the whole of an evaluation step.
 
     One module, so `torch.compile` puts preprocessing and the loss into the model's graph (measured on
     an H100 with reduce-overhead: LeNet 1.5×, ResNet-18@96 1.05× the model compiled alone).
@@ -152,7 +152,7 @@ def train_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a uint8 batch through `forward` (a TrainingForward, perhaps compiled);
+    """One optimizer step on a uint8 batch through `forward` (a BatchLoss, perhaps compiled);
     returns its summed loss and correct count, on the device."""
     loss, hits = forward(images, labels)
     optimizer.zero_grad(set_to_none=True)
@@ -179,7 +179,7 @@ def fit(
 ) -> RunState:
     """Train from `state` to `settings.epochs`; `save(state, best)` writes last.pt (and best.pt).
 
-    `forward` (a TrainingForward, perhaps compiled or around DDP) takes the steps; `model` is the plain
+    `forward` (a BatchLoss, perhaps compiled or around DDP) takes the steps; `model` is the plain
     module inside it, which `evaluate` runs.
 
     `after_epoch(state)` runs once each epoch is logged (e.g. to draw TensorBoard images).
