@@ -27,7 +27,9 @@ stdout gets JSON lines (progress notes go to stderr), in this order:
                 as a fraction of the cnnlab step time
   batch256      (cuda only) ResNet-18@96 at batch 256: images/s and fraction of the bf16 matmul peak
   epoch         LeNet@28: a full training epoch plus a test pass, cnnlab vs reference, in seconds
-  goal          one line per goal of issue #6 with its value, target and pass/fail (or skipped)
+                (each timed --epoch-repeats times, alternating; the medians and every run)
+  goal          one line per goal of issue #6 for the device with its value, target and pass/fail
+                (skipped when not measured; "reported" for a figure the issue asks for without a target)
 """
 
 import argparse
@@ -35,6 +37,7 @@ import itertools
 import json
 import os
 import platform
+import statistics
 import struct
 import sys
 import tempfile
@@ -100,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic training images (the test split gets a sixth, as Fashion-MNIST's 60000/10000)",
     )
     parser.add_argument("--skip-epoch", action="store_true", help="skip the LeNet@28 full-epoch timing")
+    parser.add_argument(
+        "--epoch-repeats",
+        type=int,
+        default=3,
+        help="LeNet epochs timed per side, alternating cnnlab and reference (the medians are compared)",
+    )
     parser.add_argument("--workers", type=int, default=4, help="reference DataLoader workers (d2l: 4)")
     parser.add_argument(
         "--set",
@@ -115,8 +124,8 @@ def check_args(
     parser: argparse.ArgumentParser, args: argparse.Namespace, batch_sizes: dict[str, int]
 ) -> None:
     """Refuse settings that cannot be measured (one line, exit code 2), as argparse does."""
-    if min(args.steps, args.images) < 1 or min(args.warmup, args.workers) < 0:
-        parser.error("--steps and --images must be ≥ 1, --warmup and --workers ≥ 0")
+    if min(args.steps, args.images, args.epoch_repeats) < 1 or min(args.warmup, args.workers) < 0:
+        parser.error("--steps, --images and --epoch-repeats must be ≥ 1, --warmup and --workers ≥ 0")
     if min(batch_sizes.values()) < 1:
         parser.error("--batch-size must be ≥ 1")
     largest = max(batch_sizes[name] for name in args.models)
@@ -498,22 +507,33 @@ def time_reference_epoch(
 def measure_epoch(
     cfg: DictConfig, data: Dataset, args: argparse.Namespace, data_dir: Path, batch_size: int
 ) -> dict[str, Any]:
-    """The `epoch` line: LeNet@28 full epoch + test pass, cnnlab vs the reference."""
-    note(f"lenet: full epoch ({len(data.train)} images) + test pass ({len(data.test)}), cnnlab")
-    cnnlab_s, cnnlab_acc = time_cnnlab_epoch(cfg, data, args, batch_size)
-    note("lenet: full epoch + test pass, reference")
-    reference_s, reference_acc = time_reference_epoch(cfg, args, data_dir, batch_size)
+    """The `epoch` line: LeNet@28 full epoch + test pass, cnnlab vs the reference, alternated
+    `--epoch-repeats` times; the speedup compares the medians (a shared machine's speed drifts)."""
+    runs: dict[str, list[float]] = {"cnnlab": [], "reference": []}
+    accuracy = {}
+    for repeat in range(1, args.epoch_repeats + 1):
+        note(
+            f"lenet: full epoch ({len(data.train)} images) + test pass ({len(data.test)}), {repeat}/"
+            f"{args.epoch_repeats}: cnnlab, then reference"
+        )
+        seconds, accuracy["cnnlab"] = time_cnnlab_epoch(cfg, data, args, batch_size)
+        runs["cnnlab"].append(round(seconds, 3))
+        seconds, accuracy["reference"] = time_reference_epoch(cfg, args, data_dir, batch_size)
+        runs["reference"].append(round(seconds, 3))
+    cnnlab_s, reference_s = (statistics.median(runs[side]) for side in ("cnnlab", "reference"))
     return emit(
         "epoch",
         model="lenet",
         train_images=len(data.train),
         test_images=len(data.test),
         batch_size=batch_size,
-        cnnlab_seconds=round(cnnlab_s, 3),
-        reference_seconds=round(reference_s, 3),
+        cnnlab_seconds=cnnlab_s,
+        reference_seconds=reference_s,
         speedup=round(reference_s / cnnlab_s, 2),
-        cnnlab_test_acc=round(cnnlab_acc, 4),
-        reference_test_acc=round(reference_acc, 4),
+        cnnlab_runs=runs["cnnlab"],
+        reference_runs=runs["reference"],
+        cnnlab_test_acc=round(accuracy["cnnlab"], 4),
+        reference_test_acc=round(accuracy["reference"], 4),
     )
 
 
@@ -537,6 +557,7 @@ def report_goals(device: torch.device, rows: dict[str, dict], epoch: dict | None
         goal("cpu: lenet@28 full epoch + test pass ≥ 3× faster", epoch and epoch["speedup"], 3.0)
         goal("cpu: resnet18@96 images/s ≥ 2× the reference", ratio("resnet18"), 2.0)
         goal("cpu: vgg_small@224 images/s ≥ 2× the reference", ratio("vgg_small"), 2.0)
+        goal("cpu: data handling < 3% of the cnnlab step time (worst model)", data_handling, 0.03, False)
     else:
         goal("cuda: resnet18@96 images/s ≥ 5× the reference on the same GPU", ratio("resnet18"), 5.0)
         emit(
@@ -546,7 +567,14 @@ def report_goals(device: torch.device, rows: dict[str, dict], epoch: dict | None
             target=None,
             status="reported" if peak else "skipped",
         )
-    goal("data handling < 3% of the cnnlab step time (worst model)", data_handling, 0.03, False)
+        # A goal on CPU only; a compiled GPU step fuses the preprocessing this times eagerly.
+        emit(
+            "goal",
+            goal="cuda: report data handling as a fraction of the cnnlab step time (worst model)",
+            value=data_handling,
+            target=None,
+            status="reported" if data_handling is not None else "skipped",
+        )
 
 
 def cpu_name() -> str:

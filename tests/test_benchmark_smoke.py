@@ -52,7 +52,7 @@ def test_tiny_run_prints_every_figure_as_json_lines(tmp_path):
 
     goals = {line["goal"].split(" ")[1]: line for line in lines[3:]}
     assert [goals[name]["status"] for name in ("lenet@28", "resnet18@96", "vgg_small@224")] == ["skipped"] * 3
-    handling = goals["handling"]
+    handling = goals["data"]
     assert handling["value"] == row["data_handling_fraction"]
     assert handling["status"] == ("pass" if handling["value"] < 0.03 else "fail")
 
@@ -68,3 +68,19 @@ def test_too_few_images_for_the_steps_is_one_error_line(tmp_path):
         "use --images 1792 or more"
     )
     assert result.stdout == ""
+
+
+def test_epoch_timing_alternates_the_pipelines_and_compares_medians(tmp_path):
+    result = run_benchmark(
+        "--models", "lenet", "--steps", "1", "--warmup", "1", "--images", "640", "--workers", "1",
+        "--epoch-repeats", "3", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (epoch,) = [line for line in map(json.loads, result.stdout.splitlines()) if line["kind"] == "epoch"]
+    assert (epoch["train_images"], epoch["test_images"], epoch["batch_size"]) == (640, 106, 128)
+    assert len(epoch["cnnlab_runs"]) == len(epoch["reference_runs"]) == 3
+    assert epoch["cnnlab_seconds"] == sorted(epoch["cnnlab_runs"])[1]
+    assert epoch["reference_seconds"] == sorted(epoch["reference_runs"])[1]
+    assert epoch["speedup"] == round(epoch["reference_seconds"] / epoch["cnnlab_seconds"], 2)
+    assert 0 <= epoch["cnnlab_test_acc"] <= 1 and 0 <= epoch["reference_test_acc"] <= 1
+    assert result.stderr.count("cnnlab, then reference") == 3

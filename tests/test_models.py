@@ -10,6 +10,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from cnnlab.cli import main
 from cnnlab.models import create_model, list_models
+from cnnlab.models.layers import AvgPool2d
 from cnnlab.models.resnet import Residual, ResNeXtBlock
 
 VGG11 = [[1, 64], [1, 128], [2, 256], [2, 512], [2, 512]]
@@ -149,6 +150,43 @@ def test_parameter_counts_match_the_closed_forms():
     with torch.device("meta"):
         rgb = create_model("vgg", 3, 100, (64, 64), init="default", arch=VGG_SMALL)
     assert sum(p.numel() for p in rgb.parameters()) == vgg_parameters(VGG_SMALL, 3, 100, 64)
+
+
+POOLS = [  # (window, stride, padding, input height × width)
+    (2, 2, 0, (28, 28)),  # LeNet's
+    (2, None, 0, (11, 9)),  # odd sizes: the last row/column is outside every window
+    ((3, 2), (3, 2), 0, (10, 7)),
+    (3, 2, 1, (9, 9)),  # overlapping windows with padding: torch's own kernel
+]
+
+
+@pytest.mark.parametrize(("window", "stride", "padding", "size"), POOLS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_avg_pool_matches_torch_in_values_gradients_and_layout(window, stride, padding, size, channels_last):
+    torch.manual_seed(0)
+    pool = AvgPool2d(window, stride, padding)
+    reference = nn.AvgPool2d(window, stride, padding)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(4, 6, *size, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
+    out = pool(x)
+    expected = reference(x)
+    torch.testing.assert_close(out, expected)
+    grad_out = torch.randn_like(expected).contiguous()  # as a Flatten above hands it back
+    (grad,) = torch.autograd.grad(out, x, grad_out)
+    (expected_grad,) = torch.autograd.grad(expected, x, grad_out)
+    torch.testing.assert_close(grad, expected_grad)
+    assert grad.is_contiguous(memory_format=layout)
+    assert torch.autograd.gradcheck(pool, (x[:1, :2].detach().requires_grad_(),))
+
+
+def test_avg_pool_bf16_gradient_matches_torch():
+    x = torch.randn(8, 6, 28, 28).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for pool in (AvgPool2d(2, 2), nn.AvgPool2d(2, 2)):
+        leaf = x.to(torch.bfloat16).requires_grad_()
+        pool(leaf).float().square().sum().backward()
+        grads.append(leaf.grad.float())
+    torch.testing.assert_close(*grads, rtol=1e-2, atol=1e-2)
 
 
 @pytest.mark.parametrize("scheme", ["xavier", "kaiming", "default"])

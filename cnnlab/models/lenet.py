@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from cnnlab.models.init import init_weights
+from cnnlab.models.layers import AvgPool2d
 from cnnlab.models.registry import register_model
 
 
@@ -53,7 +54,7 @@ class LeNet(nn.Module):
 @register_model("lenet")
 def lenet(in_channels: int, num_classes: int, input_size: tuple[int, int], init: str) -> nn.Module:
     """The book's LeNet-5: sigmoid, average pooling, 6/16 channels, 120/84 hidden units."""
-    model = LeNet(in_channels, num_classes, input_size, (6, 16), (120, 84), nn.Sigmoid, nn.AvgPool2d)
+    model = LeNet(in_channels, num_classes, input_size, (6, 16), (120, 84), nn.Sigmoid, AvgPool2d)
     return init_weights(model, init)
 
 

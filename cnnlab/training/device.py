@@ -83,10 +83,11 @@ def resolve_compile(setting: bool | str, device: torch.device, distributed: bool
     """'auto' → CUDA graphs without code generation (torch.compile's cudagraphs backend) on a single
     CUDA GPU, else off.
 
-    Measured on an H100 (benchmarks/throughput.py, d2l presets, batch 128): the cudagraphs backend
-    steps LeNet 3.3× and ResNet-18@96 1.4× faster than eager for 1–2 s of compilation; inductor's
-    reduce-overhead is faster still (4.1×, 3.1×) but compiles for 10–20 s per batch shape, which the
-    book's short runs do not win back, so it stays a choice. Under torchrun DDP hooks stay eager.
+    Measured on an H100 (3-epoch `cnnlab train` runs of the d2l presets, cold compile cache): the
+    cudagraphs backend costs ~6 s in the first epoch and then halves ResNet-18@96's epoch (LeNet's
+    too), so it is ahead of eager from the third epoch; inductor's reduce-overhead steps ResNet-18
+    another 2× faster but compiles for ~40 s, won back only after ~25 Fashion-MNIST epochs, so it
+    stays a choice. Under torchrun DDP hooks stay eager.
     """
     if setting != "auto":
         return setting
