@@ -4,7 +4,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import metrics, one_error_line, run_dirs
+from conftest import learning_curves, metrics, one_error_line, run_dirs
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
@@ -256,3 +256,23 @@ def test_cli_trains_each_model_on_digits(cli, model, resize):
     run = metrics(run_dir)
     assert run["status"] == "finished" and run["epochs"] == 1
     assert 0.0 <= run["final"]["val/acc"] <= 1.0
+
+
+def test_compiled_book_lenet_on_cpu_learns_as_eager(cli):
+    """torch.compile traces LeNet's pooling (a custom autograd Function on CPU) to the same numbers."""
+    curves = []
+    for compile_setting in ("false", "true"):
+        result = cli(
+            "train", "model=lenet", "dataset=digits", "trainer.epochs=3",
+            f"trainer.compile={compile_setting}", "dataset.loader.test_fraction=0.5", "trainer.batch_size=32",
+            "optimizer=adam", "optimizer.lr=0.01", f"hydra.run.dir=outputs/train/{compile_setting}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        curves.append(learning_curves(cli.cwd / "outputs" / "train" / compile_setting))
+    eager, compiled = curves
+    assert eager[-1]["val/acc"] > 0.5  # it learns (chance is 0.1)
+    assert len(eager) == len(compiled) == 3
+    for eager_epoch, compiled_epoch in zip(eager, compiled, strict=True):
+        assert eager_epoch.keys() == compiled_epoch.keys()
+        for key, value in eager_epoch.items():
+            assert compiled_epoch[key] == pytest.approx(value, rel=0.02, abs=0.01), key
