@@ -65,12 +65,7 @@ from cnnlab.data.batches import batches, epoch_order
 from cnnlab.data.sources import Dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
-from cnnlab.training.device import (
-    autocast,
-    resolve_channels_last,
-    resolve_device,
-    resolve_precision,
-)
+from cnnlab.training.device import autocast, resolve_channels_last, resolve_device, resolve_precision
 from cnnlab.training.distributed import SINGLE_PROCESS
 from cnnlab.training.loop import evaluate, train_step
 from cnnlab.training.optim import build_optimizer

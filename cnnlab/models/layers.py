@@ -1,4 +1,4 @@
-"""Layers the models share where torch's own is slow on some device."""
+"""Drop-in replacements for torch layers that are slow on some device."""
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,8 @@ class AvgPool2d(nn.AvgPool2d):
     0.49 ms for LeNet's first pooling at batch 128), which made LeNet's bf16 step ~20% slower.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         window = _pair(self.kernel_size)
         tiled = (
             _pair(self.stride or self.kernel_size) == window
@@ -50,6 +51,9 @@ class AvgPool2d(nn.AvgPool2d):
             and not self.ceil_mode
             and self.divisor_override is None
         )
-        if x.device.type == "cpu" and x.dim() == 4 and tiled:
-            return _TiledAvgPool.apply(x, window)
+        self._tiled_window = window if tiled else None  # decided once, not on every forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._tiled_window is not None and x.device.type == "cpu" and x.dim() == 4:
+            return _TiledAvgPool.apply(x, self._tiled_window)
         return super().forward(x)
