@@ -163,6 +163,7 @@ def compose_preset(model: str, data_dir: Path, device: torch.device, extra: list
             f"experiment={PRESETS[model]}",
             f"data_dir={data_dir}",
             "dataset.loader.download=false",
+            "dataset.val_fraction=0",  # the reference trains on the whole training split, as the book does
             f"trainer.device={device}",
             *extra,
         ],
@@ -200,7 +201,10 @@ class CnnlabPipeline:
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One `train_step`; returns its summed loss and correct count, on the device."""
         t = self.training
-        return train_step(t.forward, images, labels, t.optimizer, t.scheduler, t.scaler)
+        loss, hits, _ = train_step(
+            t.forward, images, labels, t.optimizer, t.scheduler, t.scaler, t.settings.clip_grad_norm
+        )
+        return loss, hits
 
     def train_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled uint8 batches of the first epoch, as `fit` draws them."""

@@ -121,10 +121,10 @@ def test_streamed_batches_are_the_in_memory_batches_byte_for_byte(tmp_path, work
     assert torch.equal(torch.cat([images for images, _ in ours]), memory.train.images[order])
     resumed = list(batches(streamed.train, 4, order, start=4))
     assert len(resumed) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(resumed, ours[4:], strict=True))
-    stored = torch.cat([images for images, _ in batches(streamed.test, 4)])
-    assert torch.equal(stored, memory.test.images)
+    stored = torch.cat([images for images, _ in batches(streamed.val, 4)])
+    assert torch.equal(stored, memory.val.images)
     index = torch.tensor([8, 0, 5])
-    assert torch.equal(streamed.test.take(index), memory.test.take(index))
+    assert torch.equal(streamed.val.take(index), memory.val.take(index))
 
 
 def test_streamed_statistics_are_exact_up_to_the_sample_then_a_fixed_sample(tmp_path, monkeypatch):

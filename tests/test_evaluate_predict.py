@@ -48,18 +48,20 @@ def cnnlab(capsys, *args: str) -> tuple[int, str, str]:
 
 def evaluation(stdout: str) -> tuple[float, int, int]:
     """(loss, correct, total) from evaluate's result line."""
-    found = re.search(r"(?:test|train) loss ([\d.]+)  accuracy [\d.]+ \(([\d,]+)/([\d,]+)\)", stdout)
+    found = re.search(r"(?:test|val|train) loss ([\d.]+)  accuracy [\d.]+ \(([\d,]+)/([\d,]+)\)", stdout)
     assert found, stdout
     return float(found[1]), int(found[2].replace(",", "")), int(found[3].replace(",", ""))
 
 
 def test_evaluate_last_reproduces_the_runs_final_accuracy_exactly(workspace):
     run_dir = workspace / "run"
-    result = run_cli("evaluate", f"run={run_dir}", "evaluate.checkpoint=last", cwd=workspace)
+    result = run_cli(
+        "evaluate", f"run={run_dir}", "evaluate.checkpoint=last", "evaluate.split=val", cwd=workspace
+    )
     assert result.returncode == 0, result.stderr
     loss, correct, total = evaluation(result.stdout)
     final = metrics(run_dir)["final"]
-    assert total == 360
+    assert total == 142  # 10% of each class of the 1,437 training digits
     assert correct / total == final["val/acc"]
     assert loss == round(final["val/loss"], 4)
     assert "(epoch 12)" in result.stdout
@@ -67,8 +69,8 @@ def test_evaluate_last_reproduces_the_runs_final_accuracy_exactly(workspace):
         line.split() for line in result.stdout.splitlines() if re.match(r"^\s*\d\s+\d+\s+\d+\s+[\d.]+", line)
     ]
     assert [row[0] for row in rows] == [str(d) for d in range(10)]  # the per-class table
-    assert sum(int(row[1]) for row in rows) == 360 and sum(int(row[2]) for row in rows) == correct
-    with Image.open(run_dir / "confusion-digits-test-last.png") as png:
+    assert sum(int(row[1]) for row in rows) == 142 and sum(int(row[2]) for row in rows) == correct
+    with Image.open(run_dir / "confusion-digits-val-last.png") as png:
         assert png.width > 300 and png.height > 300
     assert not (workspace / "outputs").exists()  # nothing written beside the run
     assert sorted(p.name for p in (run_dir / ".hydra").iterdir()) == [
@@ -81,26 +83,31 @@ def test_evaluate_last_reproduces_the_runs_final_accuracy_exactly(workspace):
 
 def test_evaluate_best_and_the_train_split(workspace, capsys):
     run_dir = workspace / "run"
-    best = metrics(run_dir)["best"]
-    code, out, _ = cnnlab(capsys, "evaluate", f"run={run_dir}")
+    found = metrics(run_dir)
+    code, out, _ = cnnlab(capsys, "evaluate", f"run={run_dir}")  # best.pt on test: the run's test figure
     assert code == 0
     _, correct, total = evaluation(out)
-    assert correct / total == best["val/acc"] and f"(epoch {best['epoch']})" in out
+    assert total == 360 and correct / total == found["test"]["test/acc"]
+    assert f"(epoch {found['best']['epoch']})" in out
+    code, out, _ = cnnlab(capsys, "evaluate", f"run={run_dir}", "evaluate.split=val")
+    assert code == 0
+    _, correct, total = evaluation(out)
+    assert correct / total == found["best"]["val/acc"]
     code, out, _ = cnnlab(capsys, "evaluate", f"run={run_dir}", "evaluate.split=train")
     assert code == 0
     _, correct, total = evaluation(out)
-    assert total == 1437 and correct / total > 0.95
+    assert total == 1295 and correct / total > 0.95
     assert (run_dir / "confusion-digits-train-best.png").is_file()
 
 
 def test_evaluate_on_another_dataset_of_the_same_shape(workspace, capsys):
-    """The test digits as an imagefolder (dataset= override): the same images, the same accuracy."""
+    """The test digits as an imagefolder's val/ (dataset= override): the same images, the same accuracy."""
     run_dir = workspace / "run"
     code, out, err = cnnlab(
         capsys,
         "evaluate",
         f"run={run_dir}",
-        "evaluate.checkpoint=last",
+        "evaluate.split=val",
         "dataset=imagefolder",
         f"dataset.loader.root={workspace / 'folder'}",
         "dataset.num_classes=10",
@@ -109,12 +116,20 @@ def test_evaluate_on_another_dataset_of_the_same_shape(workspace, capsys):
     )
     assert code == 0, err
     _, correct, total = evaluation(out)
-    assert total == 360 and correct / total == metrics(run_dir)["final"]["val/acc"]
-    assert (run_dir / "confusion-imagefolder-test-last.png").is_file()
+    assert total == 360 and correct / total == metrics(run_dir)["test"]["test/acc"]
+    assert (run_dir / "confusion-imagefolder-val-best.png").is_file()
+    folder = [
+        f"dataset.loader.root={workspace / 'folder'}",
+        "dataset.num_classes=10",
+        "dataset.in_channels=1",
+    ]
+    code, _, err = cnnlab(capsys, "evaluate", f"run={run_dir}", "dataset=imagefolder", *folder)
+    assert code == 2 and "has no test split (no test/ folder); use evaluate.split=val" in one_error_line(err)
 
 
 def test_evaluate_reads_a_run_saved_before_imagefolder_could_stream(workspace, capsys):
-    """A config.yaml written by an older cnnlab lacks loader.stream/workers: today's defaults fill in."""
+    """A config.yaml written by an older cnnlab lacks loader.stream/workers and the split settings:
+    today's loader defaults fill in, and the run validated on test as val_fraction=0 does."""
     run_dir = workspace / "folder_run"
     folder = [
         "dataset=imagefolder",
@@ -128,8 +143,11 @@ def test_evaluate_reads_a_run_saved_before_imagefolder_could_stream(workspace, c
     assert train.returncode == 0, train.stderr
     saved = OmegaConf.load(run_dir / "config.yaml")
     del saved.dataset.loader["stream"], saved.dataset.loader["workers"]
+    del saved.dataset["val_fraction"], saved.dataset["split_seed"]
     OmegaConf.save(saved, run_dir / "config.yaml")
-    code, out, err = cnnlab(capsys, "evaluate", f"run={run_dir}", "evaluate.checkpoint=last")
+    code, out, err = cnnlab(
+        capsys, "evaluate", f"run={run_dir}", "evaluate.checkpoint=last", "evaluate.split=val"
+    )
     assert code == 0, err
     _, correct, total = evaluation(out)
     assert total == 360 and correct / total == metrics(run_dir)["final"]["val/acc"]
@@ -155,7 +173,7 @@ def test_predict_is_right_on_held_out_digit_files(workspace, capsys):
     right = sum(Path(r["image"]).stem.split("_")[1] == r["top_k"][0]["class"] for r in results)
     assert right / len(results) >= 0.95
     assert (
-        right / len(results) == metrics(workspace / "run")["best"]["val/acc"]
+        right / len(results) == metrics(workspace / "run")["test"]["test/acc"]
     )  # decoded exactly as in training
     for result in results:
         probabilities = [p["probability"] for p in result["top_k"]]
@@ -224,7 +242,10 @@ BAD = [
         ["evaluate", "run={root}/run", "evaluate.checkpoint=final"],
         "evaluate.checkpoint='final' is not one of: best, last",
     ),
-    (["evaluate", "run={root}/run", "evaluate.split=val"], "evaluate.split='val' is not one of: test, train"),
+    (
+        ["evaluate", "run={root}/run", "evaluate.split=dev"],
+        "evaluate.split='dev' is not one of: test, val, train",
+    ),
     (["evaluate", "run={root}/no_best"], "has no best.pt"),
     (
         [

@@ -1,9 +1,11 @@
 """The model zoo against the book (d2l 7.6, 8.2, 8.6): shapes, parameter counts, training, size errors."""
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import learning_curves, metrics, one_error_line, run_dirs
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
@@ -13,15 +15,17 @@ from cnnlab.models import create_model, list_models
 from cnnlab.models.layers import AvgPool2d
 from cnnlab.models.resnet import Residual, ResNeXtBlock
 
+REPO = Path(__file__).resolve().parents[1]
 VGG11 = [[1, 64], [1, 128], [2, 256], [2, 512], [2, 512]]
 VGG_SMALL = [[1, 16], [1, 32], [2, 64], [2, 128], [2, 128]]
-# The options each model's config gives it (configs/model/*.yaml).
+# The options each model's config gives it (configs/model/<name>.yaml).
 OPTIONS = {
-    "lenet": {"init": "xavier"},
-    "lenet_modern": {"init": "kaiming", "channels": [6, 16], "hidden": [120, 84]},
-    "vgg": {"init": "xavier", "arch": VGG11},
-    "resnet18": {"init": "xavier"},
-    "resnext": {"init": "xavier", "groups": 32, "bot_mul": 1.0},
+    name: {
+        k: v
+        for k, v in yaml.safe_load((REPO / "configs" / "model" / f"{name}.yaml").read_text()).items()
+        if k != "name"
+    }
+    for name in list_models()
 }
 
 
@@ -148,7 +152,7 @@ def test_parameter_counts_match_the_closed_forms():
     vgg11 = build("vgg", 224, device="meta")
     assert sum(p.numel() for p in vgg11.parameters()) == vgg_parameters(VGG11, 1, 10, 224) == 128_806_154
     with torch.device("meta"):
-        rgb = create_model("vgg", 3, 100, (64, 64), init="default", arch=VGG_SMALL)
+        rgb = create_model("vgg", 3, 100, (64, 64), init="default", zero_init_head=False, arch=VGG_SMALL)
     assert sum(p.numel() for p in rgb.parameters()) == vgg_parameters(VGG_SMALL, 3, 100, 64)
 
 
@@ -192,7 +196,7 @@ def test_avg_pool_bf16_gradient_matches_torch():
 @pytest.mark.parametrize("scheme", ["xavier", "kaiming", "default"])
 def test_init_leaves_batch_norm_at_its_defaults(scheme):
     torch.manual_seed(0)
-    model = build("resnext", 16, init=scheme)
+    model = build("resnext", 16, init=scheme, zero_init_residual=False)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert norms and all(bool((n.weight == 1).all() and (n.bias == 0).all()) for n in norms)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -225,8 +229,9 @@ def test_every_model_trains_and_its_loss_falls(name, size, changes):
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    # The sigmoid LeNet only reaches the ln(10) plateau in so few steps; the others fall far below it.
-    assert losses[-1] < (0.95 if name == "lenet" else 0.6) * losses[0], losses
+    # The sigmoid LeNet only reaches the ln(10) plateau in so few steps; the others fall well below it
+    # (from ln 10 itself where the classifier starts at zero).
+    assert losses[-1] < (0.95 if name == "lenet" else 0.85) * losses[0], losses
 
 
 def test_too_small_resize_is_one_line_naming_the_smallest_size(capsys):

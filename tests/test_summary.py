@@ -75,10 +75,32 @@ def test_resnet18_at_96_matches_the_books_block_table(capsys):
 @pytest.mark.parametrize(
     ("name", "size", "options"),
     [
-        ("lenet_modern", 28, {"init": "kaiming", "channels": [6, 16], "hidden": [120, 84]}),
-        ("vgg", 32, {"init": "xavier", "arch": [[1, 16], [1, 32], [2, 64], [2, 128], [2, 128]]}),
-        ("resnet18", 32, {"init": "xavier"}),
-        ("resnext", 32, {"init": "xavier", "groups": 32, "bot_mul": 1.0}),
+        (
+            "lenet_modern",
+            28,
+            {"init": "kaiming", "zero_init_head": True, "channels": [6, 16], "hidden": [120, 84]},
+        ),
+        (
+            "vgg",
+            32,
+            {
+                "init": "xavier",
+                "zero_init_head": False,
+                "arch": [[1, 16], [1, 32], [2, 64], [2, 128], [2, 128]],
+            },
+        ),
+        ("resnet18", 32, {"init": "xavier", "zero_init_head": False, "zero_init_residual": False}),
+        (
+            "resnext",
+            32,
+            {
+                "init": "xavier",
+                "zero_init_head": False,
+                "zero_init_residual": False,
+                "groups": 32,
+                "bot_mul": 1.0,
+            },
+        ),
     ],
     ids=["lenet_modern", "vgg_small", "resnet18", "resnext"],
 )

@@ -53,6 +53,7 @@ def joblib_sweep(tmp_path_factory):
             patch.delenv(name, raising=False)
         result = run_cli(
             "train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "optimizer.lr=0.1,1e6",
+            "trainer.clip_grad_norm=null",
             "trainer.epochs=2", cwd=root,
         )  # fmt: skip
     return sweep_dir(root), result
@@ -90,7 +91,14 @@ def test_each_job_logs_its_overrides_and_results_for_the_hparams_dashboard(jobli
     finished, failed = (sweep / record["directory"] for record in job_records(sweep))
     values, tags, results = hparams_of(finished)
     assert values == {"optimizer.lr": 0.1, "trainer.epochs": 2}
-    assert tags == ["hparams/best_val_acc", "hparams/final_val_acc", "hparams/final_train_loss"]
+    assert tags == [
+        "hparams/best_val_acc",
+        "hparams/final_val_acc",
+        "hparams/final_train_loss",
+        "hparams/test_acc",
+        "hparams/test_loss",
+    ]
+    assert results["hparams/test_acc"] == pytest.approx(metrics(finished)["test"]["test/acc"])
     found = metrics(finished)
     assert results["hparams/best_val_acc"] == pytest.approx(found["best"]["val/acc"])
     assert results["hparams/final_train_loss"] == pytest.approx(found["final"]["train/loss"])

@@ -90,7 +90,7 @@ def test_torchvision_datasets_load_from_idx_files(cli, dataset, folder):
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     result = cli("train", f"dataset={dataset}", "dataset.loader.download=false", "trainer.epochs=3")
     assert result.returncode == 0, result.stderr
-    assert "256 train / 64 test, 28×28" in result.stdout
+    assert "230 train / 26 val / 64 test, 28×28" in result.stdout  # val: 10% of each class of train
     assert metrics(run_dirs(cli.cwd)[0])["final"]["val/acc"] > 0.5
 
 
@@ -131,7 +131,8 @@ def test_imagefolder_trains_on_a_users_images_streamed_or_in_memory_alike(cli):
     )
     streamed = cli(*train)  # streaming is the default
     assert streamed.returncode == 0, streamed.stderr
-    assert "24 train / 8 test, 16×16" in streamed.stdout
+    assert "24 train / 8 val, 16×16" in streamed.stdout  # its val/ folder; no test/ folder
+    assert "no test split (imagefolder has no test/ folder)" in streamed.stdout
     assert not (cli.cwd / "data" / "imagefolder").exists()  # nothing decoded into a cache
     in_memory = cli(*train, "dataset.loader.stream=false")
     assert in_memory.returncode == 0, in_memory.stderr

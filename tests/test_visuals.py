@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from cnnlab.data.batches import Preprocess
-from cnnlab.data.sources import Split, load_digits
+from cnnlab.data.sources import Split, load_dataset
 from cnnlab.models import create_model
 from cnnlab.training.visuals import (
     _DARK_BLUE,
@@ -80,7 +80,7 @@ def test_per_class_accuracy_scalars_agree_with_the_runs_accuracy(trained_run):
         tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("class_acc/")
     }
     assert sorted(per_class) == [f"class_acc/{d}" for d in range(10)]
-    test = load_digits(0.2, 0).test
+    test = load_dataset("digits", {"test_fraction": 0.2, "split_seed": 0}, 0.1, 0).val  # what it validates on
     counts = torch.bincount(test.labels, minlength=10).tolist()
     overall = sum(per_class[f"class_acc/{d}"] * counts[d] for d in range(10)) / len(test)
     assert overall == pytest.approx(metrics(run_dir)["final"]["val/acc"], abs=1e-6)
@@ -93,8 +93,17 @@ def test_training_prints_no_deprecation_warnings_from_the_graph(trained_run):
 
 
 def test_a_visuals_call_takes_well_under_a_second():
-    model = create_model("lenet_modern", 1, 10, (28, 28), init="kaiming", channels=[6, 16], hidden=[120, 84])
-    data = load_digits(0.2, 0)
+    model = create_model(
+        "lenet_modern",
+        1,
+        10,
+        (28, 28),
+        init="kaiming",
+        zero_init_head=True,
+        channels=[6, 16],
+        hidden=[120, 84],
+    )
+    data = load_dataset("digits", {"test_fraction": 0.2, "split_seed": 0}, 0.1, 0)
     preprocess = Preprocess((28, 28))
 
     class Discard:  # a writer that keeps what would be written
@@ -123,7 +132,16 @@ def test_a_visuals_call_takes_well_under_a_second():
 
 def test_stages_of_lenet_are_the_activations_after_each_convolution():
     torch.manual_seed(0)
-    model = create_model("lenet_modern", 1, 10, (28, 28), init="kaiming", channels=[6, 16], hidden=[120, 84])
+    model = create_model(
+        "lenet_modern",
+        1,
+        10,
+        (28, 28),
+        init="kaiming",
+        zero_init_head=True,
+        channels=[6, 16],
+        hidden=[120, 84],
+    )
     x = torch.randn(3, 1, 28, 28)
     stages = stage_outputs(model, x)
     assert [tuple(s.shape) for s in stages] == [(3, 6, 28, 28), (3, 16, 10, 10)]  # d2l 7.6's shapes

@@ -2,8 +2,8 @@
 
 The run is opened by cnnlab.commands.run_dir (its docstring explains how the command's config, the
 run's saved config.yaml and a `dataset=` override fit together). Loss and accuracy come from the
-training loop's own `evaluate` with the run's batch size and precision, so evaluating last.pt on the
-test split reproduces the run's final val/acc exactly.
+training loop's own `evaluate` with the run's batch size and precision, so best.pt on the test split
+reproduces the run's test/acc, and last.pt on the val split its final val/acc, exactly.
 """
 
 import math
@@ -22,7 +22,7 @@ from cnnlab.training.logging import console
 from cnnlab.training.loop import evaluate
 from cnnlab.training.visuals import class_accuracies, confusion_figure, confusion_matrix, logits_of, save_png
 
-SPLITS = ("test", "train")
+SPLITS = ("test", "val", "train")
 
 
 def _device_and_precision(cfg: DictConfig, run_config: DictConfig) -> tuple[torch.device, str]:
@@ -57,7 +57,12 @@ def run(cfg: DictConfig) -> float:
     preprocess = trained.preprocess(own)
     config = run_dir.with_dataset(trained, cfg.dataset, cfg.data_dir) if "dataset" in cfg else trained.config
     data = own if config is trained.config else load_data(config, device)
-    split = data.train if split_name == "train" else data.test
+    split = getattr(data, split_name)
+    if split is None:
+        raise ConfigError(
+            f"evaluate.split={split_name}: {config.dataset.name} has no {split_name} split (no {split_name}/ "
+            "folder); use evaluate.split=val"
+        )
     dataset = config.dataset.name
     batch_size = trained.config.trainer.eval_batch_size
 

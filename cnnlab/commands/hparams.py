@@ -40,11 +40,15 @@ def job_hparams(cfg: DictConfig) -> dict[str, Value | None]:
     return {key: setting(key, cfg, hydra.runtime.choices) for key in keys}
 
 
-def hparam_metrics(state: RunState) -> dict[str, float]:
-    """The finished run's results that the HParams dashboard compares."""
+def hparam_metrics(state: RunState, test: dict[str, float] | None) -> dict[str, float]:
+    """The finished run's results that the HParams dashboard compares (test: best.pt's, if measured)."""
     final = state.history[-1]
-    return {
+    metrics = {
         "hparams/best_val_acc": state.best_val_acc,
         "hparams/final_val_acc": final["val/acc"],
         "hparams/final_train_loss": final["train/loss"],
     }
+    if test is not None:
+        metrics["hparams/test_acc"] = test["test/acc"]
+        metrics["hparams/test_loss"] = test["test/loss"]
+    return metrics

@@ -4,7 +4,8 @@ A run is a directory with a metrics.json (`cnnlab train` writes it when it ends,
 or a multirun job that never wrote one (cnnlab.commands.jobs keeps its record: failed early, still
 running, or killed). Its settings come from Hydra's .hydra/ files (the overrides, the config
 groups chosen) and the resolved config.yaml; the table's setting columns are the overridden keys
-whose values differ between the runs. The rows go best validation accuracy first; report.csv (every
+whose values differ between the runs. The rows go best validation accuracy first (the test accuracy
+is shown beside it, never ranked on); report.csv (every
 field) and report.md (the table) are written into the directory. Every multirun prints the same
 report at its end (cnnlab.commands.sweep_callback).
 """
@@ -30,7 +31,7 @@ from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.training.logging import console, print_error
 
 STATUS_STYLES = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
-NUMERIC_COLUMNS = {"best val acc", "final train loss", "epochs", "wall time", "images/s"}
+NUMERIC_COLUMNS = {"best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s"}
 HINT = "give a sweep directory (outputs/train-sweeps/<date>/<time>) or outputs/ for every run"
 
 
@@ -60,6 +61,11 @@ class Run:
         best = self.metrics.get("best", {})
         return best["val/acc"] if best.get("epoch") else None
 
+    @property
+    def test(self) -> dict[str, float]:
+        """best.pt's test loss and accuracy ({}: not measured — no test split, or the run did not finish)."""
+        return self.metrics.get("test") or {}
+
 
 def collect(root: Path) -> list[Run]:
     """Every run under the directory `root` (itself possibly a run), best validation accuracy first."""
@@ -85,7 +91,17 @@ def varied_keys(runs: list[Run]) -> list[str]:
 def publish(runs: list[Run], root: Path) -> None:
     """Print the runs' table and write report.csv and report.md into `root`."""
     keys = varied_keys(runs)
-    headers = ["run", *keys, "best val acc", "final train loss", "epochs", "wall time", "images/s", "status"]
+    headers = [
+        "run",
+        *keys,
+        "best val acc",
+        "test acc",
+        "final train loss",
+        "epochs",
+        "wall time",
+        "images/s",
+    ]
+    headers.append("status")
     rows = [[_label(run, root), *(run.setting(key) for key in keys), *_results(run)] for run in runs]
     table = Table()
     for header in headers:
@@ -171,6 +187,7 @@ def _results(run: Run) -> list[str]:
     best = run.best_val_acc
     return [
         "" if best is None else f"{best:.4f}",
+        f"{run.test['test/acc']:.4f}" if run.test else "",
         f"{final['train/loss']:.4f}" if "train/loss" in final else "",
         f"{metrics['epochs']}/{metrics['epochs_planned']}" if metrics else "",
         f"{metrics['wall_time_s']:.1f} s" if metrics else "",
@@ -188,7 +205,8 @@ def _markdown(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _csv(runs: list[Run], keys: list[str], root: Path) -> str:
-    fields = ["best_val_acc", "best_epoch", "final_val_acc", "final_train_loss", "epochs", "epochs_planned"]
+    fields = ["best_val_acc", "best_epoch", "test_acc", "test_loss", "final_val_acc", "final_train_loss"]
+    fields += ["epochs", "epochs_planned"]
     fields += ["wall_time_s", "images_per_s", "status", "error"]
     out = io.StringIO()
     writer = csv.writer(out)
@@ -199,6 +217,8 @@ def _csv(runs: list[Run], keys: list[str], root: Path) -> str:
         values = [
             best,
             metrics["best"]["epoch"] if best is not None else None,
+            run.test.get("test/acc"),
+            run.test.get("test/loss"),
             final.get("val/acc"),
             final.get("train/loss"),
             metrics.get("epochs"),

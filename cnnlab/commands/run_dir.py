@@ -107,7 +107,10 @@ def saved_config(directory: Path) -> DictConfig:
 
 def _add_new_loader_options(config: DictConfig) -> None:
     """Loader options added to cnnlab after the run was saved (e.g. imagefolder's `stream`) take
-    their packaged defaults, so runs of older versions stay readable."""
+    their packaged defaults, so runs of older versions stay readable. Runs saved before the
+    validation split validated on test, as dataset.val_fraction=0 does."""
+    if "val_fraction" not in config.dataset:
+        config.dataset.val_fraction, config.dataset.split_seed = 0, 0
     packaged = resources.files("cnnlab.configs") / "dataset" / f"{config.dataset.get('name')}.yaml"
     if "loader" not in config.dataset or not packaged.is_file():
         return
@@ -145,7 +148,9 @@ def with_dataset(run: FinishedRun, dataset: DictConfig, data_dir: str | None) ->
     config = run.config.copy()
     if data_dir is not None:
         config.data_dir = data_dir
-    config.dataset = OmegaConf.to_container(dataset, resolve=False)
+    # The splits are carved as the run's were (the same val_fraction and split seed).
+    splits = {key: run.config.dataset[key] for key in ("val_fraction", "split_seed")}
+    config.dataset = {**splits, **OmegaConf.to_container(dataset, resolve=False)}
     for key in ("in_channels", "num_classes"):
         got, want = checks.value(config, f"dataset.{key}"), run.config.model[key]
         if got != want:

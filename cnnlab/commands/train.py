@@ -21,7 +21,7 @@ from cnnlab.commands.hydra_app import HydraCommand
 from cnnlab.commands.resume import find_run_to_resume, resume_overrides
 from cnnlab.data.batches import Preprocess, split_stats
 from cnnlab.data.sources import SOURCES, Dataset, load_dataset
-from cnnlab.errors import ConfigError, DataError
+from cnnlab.errors import CheckpointError, ConfigError, DataError
 from cnnlab.models import create_model
 from cnnlab.training import distributed
 from cnnlab.training.checkpoint import (
@@ -47,11 +47,15 @@ from cnnlab.training.loop import (
     Interrupted,
     LoopSettings,
     RunState,
+    Stuck,
+    evaluate,
     fit,
     steps_per_epoch,
 )
 from cnnlab.training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from cnnlab.training.visuals import write_visuals
+
+LOSSES = ("cross_entropy",)
 
 # trainer.compile's choices besides true/false: `auto`, torch.compile's modes, and `cudagraphs` (its
 # backend that records CUDA graphs without generating code).
@@ -94,7 +98,18 @@ def check(cfg: DictConfig) -> None:
     for key in ("step_epochs", "gamma", "min_lr", "max_lr", "pct_start"):
         if key in cfg.scheduler:
             checks.number(cfg, f"scheduler.{key}", 0.1)
+    checks.number(cfg, "scheduler.warmup_epochs", 1)
+    checks.choice(cfg, "loss.name", LOSSES)
+    checks.number(cfg, "loss.label_smoothing", 0.1, maximum=1.0)
+    if checks.value(cfg, "trainer.clip_grad_norm") is not None:
+        checks.number(cfg, "trainer.clip_grad_norm", 1.0, allow_minimum=False)
+    checks.integer(cfg, "trainer.early_stopping.patience", 0, 5)
+    checks.number(cfg, "trainer.early_stopping.min_delta", 0.001)
+    checks.number(cfg, "trainer.health_check", 0.5, maximum=1.0)
+    checks.boolean(cfg, "trainer.stop_if_stuck")
     checks.choice(cfg, "dataset.name", tuple(SOURCES))
+    checks.number(cfg, "dataset.val_fraction", 0.1, maximum=0.9)
+    checks.integer(cfg, "dataset.split_seed", 0, 0)
     checks.dataset_loader(cfg)
     checks.check_model(cfg)
 
@@ -125,7 +140,17 @@ def run(cfg: DictConfig) -> float:
         payload = load_checkpoint(run_dir / "last.pt")
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        try:
+            scheduler.load_state_dict(payload["scheduler"])
+        except (
+            KeyError,
+            ValueError,
+            IndexError,
+        ) as error:  # another schedule's state (other epochs, warm-up)
+            raise CheckpointError(
+                f"{run_dir / 'last.pt'} holds the state of another learning-rate schedule ({error!r}): "
+                "resume with the run's own scheduler settings"
+            ) from None
         scaler.load_state_dict(payload["scaler"])
         state = RunState(**payload["state"])
         set_rng_state(payload["rng"])
@@ -160,10 +185,17 @@ def run(cfg: DictConfig) -> float:
     action = f"resuming at epoch {state.epoch + 1}" if resumed else "training"
     logger.info(
         f"{action} {cfg.model.name} ({parameters:,} parameters) on {cfg.dataset.name} "
-        f"({len(data.train):,} train / {len(data.test):,} test, {size[0]}×{size[1]}) "
+        f"({_describe_splits(data)}, {size[0]}×{size[1]}) "
         f"on {_describe(device)}, precision {settings.precision}"
         + (f", compile {parts.compile}" if parts.compile else "")
     )
+    if data.val is data.test:
+        logger.info(
+            "dataset.val_fraction=0: validating on the test split (the book's protocol), so best.pt and "
+            "the best figures are chosen on test and are not an unbiased estimate"
+        )
+    elif data.test is None:
+        logger.info(f"no test split ({cfg.dataset.name} has no test/ folder): only validation figures")
     logger.text("config", f"```\n{OmegaConf.to_yaml(config)}```")
 
     def after_epoch(state: RunState) -> None:
@@ -183,7 +215,7 @@ def run(cfg: DictConfig) -> float:
                 graph=final,
             )
 
-    status, error = "failed", None  # until fit returns: any exception leaves the run marked failed
+    status, error, test = "failed", None, None  # until fit returns: an exception leaves the run failed
     try:
         state = fit(
             parts.forward,
@@ -199,7 +231,10 @@ def run(cfg: DictConfig) -> float:
             save,
             after_epoch,
         )
-        logger.hparams(job_hparams(cfg), hparam_metrics(state), settings.epochs)
+        if data.test is not None:
+            test = _test_best(model, run_dir / "best.pt", data, parts, state, ranks)
+            logger.scalars({"test/loss": test["test/loss"], "test/acc": test["test/acc"]}, step=state.epoch)
+        logger.hparams(job_hparams(cfg), hparam_metrics(state, test), state.epoch)
         status = "finished"
     except Interrupted as stop:
         status = "interrupted"
@@ -210,6 +245,9 @@ def run(cfg: DictConfig) -> float:
         )
         error = str(stop)
         raise
+    except Stuck as stop:
+        status, error = "stuck", str(stop)
+        raise
     except Exception as failure:
         error = str(failure) if isinstance(failure, Diverged) else f"{type(failure).__name__}: {failure}"
         raise
@@ -217,11 +255,30 @@ def run(cfg: DictConfig) -> float:
         logger.close()
         if ranks.is_main:
             wall = time.perf_counter() - wall_start
-            _write_metrics(run_dir, state, settings, status, error, str(device), wall)
+            _write_metrics(run_dir, state, settings, status, error, test, str(device), wall)
         distributed.shutdown()
     if ranks.is_main:
-        _print_result(run_dir, state, settings)
+        _print_result(run_dir, state, settings, test)
     return state.best_val_acc
+
+
+def _test_best(
+    model: nn.Module,
+    best: Path,
+    data: Dataset,
+    parts: "Training",
+    state: RunState,
+    ranks: distributed.Distributed,
+) -> dict[str, float | int]:
+    """The test split's loss and accuracy of best.pt's weights (loaded into `model`): the run's one
+    look at the test split, after every choice was made on validation."""
+    ranks.barrier()  # rank 0 has written best.pt
+    model.load_state_dict(load_checkpoint(best)["model"])
+    settings = parts.settings
+    loss, accuracy = evaluate(
+        model, data.test, parts.preprocess, settings.eval_batch_size, settings.precision, ranks
+    )
+    return {"test/loss": loss, "test/acc": accuracy, "epoch": state.best_epoch}
 
 
 @dataclass
@@ -251,6 +308,12 @@ def build_training(cfg: DictConfig, data: Dataset, ranks: distributed.Distribute
         precision=resolve_precision(str(trainer.precision), device),
         checkpoint_every_steps=trainer.checkpoint_every_steps,
         distributed=ranks,
+        num_classes=len(data.classes),
+        clip_grad_norm=trainer.clip_grad_norm,
+        early_stopping_patience=trainer.early_stopping.patience,
+        early_stopping_min_delta=trainer.early_stopping.min_delta,
+        health_check=trainer.health_check,
+        stop_if_stuck=trainer.stop_if_stuck,
     )
     name, in_channels, num_classes, options = checks.model_spec(cfg)
     size = checks.input_size(cfg)
@@ -278,7 +341,8 @@ def build_training(cfg: DictConfig, data: Dataset, ranks: distributed.Distribute
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16")
     preprocess = make_preprocess(cfg, data, size).to(device)
     compile_setting = resolve_compile(trainer.compile, device, ranks.enabled)
-    forward = compiled(BatchLoss(step_model, preprocess, settings.precision), compile_setting)
+    batch_loss = BatchLoss(step_model, preprocess, settings.precision, cfg.loss.label_smoothing)
+    forward = compiled(batch_loss, compile_setting)
     return Training(model, forward, preprocess, optimizer, scheduler, scaler, settings, size, compile_setting)
 
 
@@ -303,9 +367,10 @@ def make_preprocess(cfg: DictConfig, data: Dataset, size: tuple[int, int]) -> Pr
 
 
 def load_data(cfg: DictConfig, device: torch.device) -> Dataset:
-    """The configured dataset, checked against dataset.num_classes/in_channels, moved to `device`."""
+    """The configured dataset's three splits, checked against dataset.num_classes/in_channels, moved to
+    `device`."""
     loader_options = OmegaConf.to_container(cfg.dataset.loader, resolve=True)
-    data = load_dataset(cfg.dataset.name, **loader_options)
+    data = load_dataset(cfg.dataset.name, loader_options, cfg.dataset.val_fraction, cfg.dataset.split_seed)
     if len(data.classes) != cfg.dataset.num_classes:
         raise DataError(
             f"dataset {cfg.dataset.name} has {len(data.classes)} classes but dataset.num_classes="
@@ -320,7 +385,7 @@ def load_data(cfg: DictConfig, device: torch.device) -> Dataset:
 
     # In memory, the whole dataset moves to the device once, as uint8: batches never cross host↔device
     # again. Streamed from files, only the labels move; each decoded batch is sent there.
-    return Dataset(data.train.to(device), data.test.to(device), data.classes)
+    return data.to(device)
 
 
 def _describe(device: torch.device) -> str:
@@ -329,12 +394,21 @@ def _describe(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def _describe_splits(data: Dataset) -> str:
+    """e.g. '1,293 train / 144 val / 360 test'."""
+    parts = [f"{len(data.train):,} train", f"{len(data.val):,} val"]
+    if data.test is not None and data.test is not data.val:
+        parts.append(f"{len(data.test):,} test")
+    return " / ".join(parts)
+
+
 def _write_metrics(
     run_dir: Path,
     state: RunState,
     settings: LoopSettings,
     status: str,
     error: str | None,
+    test: dict[str, float | int] | None,
     device: str,
     wall_seconds: float,
 ) -> None:
@@ -350,6 +424,10 @@ def _write_metrics(
             "steps": state.step,
             "final": final,
             "best": {"val/acc": state.best_val_acc, "epoch": state.best_epoch},
+            # best.pt on the test split, once: {"test/loss", "test/acc", "epoch"} (null: none measured)
+            "test": test,
+            "stopped_early": state.stopped_early,
+            "warnings": [warning["message"] for warning in state.warnings],
             "wall_time_s": round(wall_seconds, 3),
             "images_per_s": state.train_images / state.train_seconds if state.train_seconds else 0.0,
             "device": device,
@@ -358,18 +436,28 @@ def _write_metrics(
     )
 
 
-def _print_result(run_dir: Path, state: RunState, settings: LoopSettings) -> None:
+def _print_result(
+    run_dir: Path, state: RunState, settings: LoopSettings, test: dict[str, float | int] | None
+) -> None:
     final = state.history[-1]
-    print_summary(
-        [
-            ("final val acc", f"{final['val/acc']:.4f}"),
-            ("best val acc", f"{state.best_val_acc:.4f} (epoch {state.best_epoch})"),
-            ("final train loss", f"{final['train/loss']:.4f}"),
-            ("epochs", str(settings.epochs)),
-            ("images/s (train)", f"{state.train_images / max(state.train_seconds, 1e-9):,.0f}"),
-        ],
-        title="cnnlab train: done",
-    )
+    rows = [
+        ("final val acc", f"{final['val/acc']:.4f}"),
+        ("best val acc", f"{state.best_val_acc:.4f} (epoch {state.best_epoch})"),
+    ]
+    if test is not None:
+        rows.append(("test acc (best.pt)", f"{test['test/acc']:.4f} (loss {test['test/loss']:.4f})"))
+    rows += [
+        ("final train loss", f"{final['train/loss']:.4f}"),
+        (
+            "epochs",
+            f"{len(state.history)}"
+            + ("" if len(state.history) == settings.epochs else f" of {settings.epochs}"),
+        ),
+    ]
+    if state.stopped_early:
+        rows.append(("stopped early", state.stopped_early))
+    rows.append(("images/s (train)", f"{state.train_images / max(state.train_seconds, 1e-9):,.0f}"))
+    print_summary(rows, title="cnnlab train: done")
     console.print(f"run directory: {run_dir}")
     console.print(f"view it:       tensorboard --logdir {shlex.quote(str(run_dir))}")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.data.splits import stratified_split
 from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 
@@ -36,6 +37,11 @@ class Split:
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """The uint8 images at `index`, on the split's device."""
         return self.images[index.to(self.device)]
+
+    def subset(self, index: torch.Tensor) -> "Split":
+        """The split of the samples at `index` (in that order)."""
+        index = index.to(self.device)
+        return Split(self.images[index], self.labels[index])
 
     def to(self, device: torch.device) -> "Split":
         """This split with images and labels on `device`."""
@@ -65,6 +71,11 @@ class FileSplit:
         chosen = [self.files[i] for i in index.tolist()]
         return decode_images(chosen, self.image_size, self.channels).images.to(self.device)
 
+    def subset(self, index: torch.Tensor) -> "FileSplit":
+        """The split of the files at `index` (in that order)."""
+        files = tuple(self.files[i] for i in index.tolist())
+        return replace(self, files=files, labels=self.labels[index.to(self.device)])
+
     def to(self, device: torch.device) -> "FileSplit":
         """This split with its labels on `device`, where its batches will be sent."""
         return replace(self, labels=self.labels.to(device))
@@ -75,11 +86,22 @@ AnySplit = Split | FileSplit  # what batches(), len(), take() and .labels serve 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test splits and the class names."""
+    """The training, validation and test splits and the class names.
+
+    Validation selects (best.pt, early stopping, sweeps); test is measured once, at the end. A source
+    may leave `val` unset (load_dataset carves it from train) and `test` unset (a folder without test/).
+    """
 
     train: AnySplit
-    test: AnySplit
+    val: AnySplit | None
+    test: AnySplit | None
     classes: list[str]
+
+    def to(self, device: torch.device) -> "Dataset":
+        """The dataset with every split on `device` (a split shared by val and test stays shared)."""
+        splits = (self.train, self.val, self.test)
+        moved = {id(split): split.to(device) for split in splits if split is not None}
+        return Dataset(*(None if split is None else moved[id(split)] for split in splits), self.classes)
 
 
 def load_digits(test_fraction: float, split_seed: int) -> Dataset:
@@ -100,7 +122,7 @@ def load_digits(test_fraction: float, split_seed: int) -> Dataset:
     def split(x: np.ndarray, y: np.ndarray) -> Split:
         return Split(torch.from_numpy(x), torch.from_numpy(y).long())
 
-    return Dataset(split(x_train, y_train), split(x_test, y_test), [str(d) for d in range(10)])
+    return Dataset(split(x_train, y_train), None, split(x_test, y_test), [str(d) for d in range(10)])
 
 
 def _torchvision_loader(dataset_name: str) -> Callable[..., Dataset]:
@@ -115,7 +137,7 @@ def _torchvision_loader(dataset_name: str) -> Callable[..., Dataset]:
             raise _missing(dataset_name, root_path, download) from error
         except OSError as error:  # URLError and friends: offline or a blocked host
             raise _missing(dataset_name, root_path, download) from error
-        return Dataset(_to_split(train), _to_split(test), list(train.classes))
+        return Dataset(_to_split(train), None, _to_split(test), list(train.classes))
 
     return load
 
@@ -140,27 +162,29 @@ def _missing(dataset_name: str, root: Path, download: bool) -> DataError:
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+FOLDER_SPLITS = ("train", "val", "test")  # an image folder's split folders; train/ is required
 
 
 def load_imagefolder(
     root: str, image_size: list[int], channels: int, cache_dir: str, stream: bool, workers: int | None
 ) -> Dataset:
-    """`root/train/<class>/*` and `root/val/<class>/*` at `image_size`: streamed from the files by
-    `workers` DataLoader processes (`stream`), or decoded once into memory and cached.
+    """`root/train/<class>/*`, and `root/val/<class>/*` and `root/test/<class>/*` where present, at
+    `image_size`: streamed from the files by `workers` DataLoader processes (`stream`), or decoded
+    once into memory and cached.
 
     The cache file's name hashes the root, size, channels and every file's size and mtime, so any
     change to the images makes a new decode.
     """
     base = Path(root).expanduser()
-    for part in ("train", "val"):
-        if not (base / part).is_dir():
-            raise DataError(
-                f"imagefolder expects {base / part}/<class>/<image> folders; "
-                "set dataset.loader.root to a folder holding train/ and val/"
-            )
+    if not (base / "train").is_dir():
+        raise DataError(
+            f"imagefolder expects {base / 'train'}/<class>/<image> folders (and optionally val/ and test/); "
+            "set dataset.loader.root to a folder holding train/"
+        )
     if channels not in (1, 3):
         raise ConfigError(f"imagefolder reads 1 (grayscale) or 3 (RGB) channels, not {channels}")
     classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
+    parts = [part for part in FOLDER_SPLITS if (base / part).is_dir()]
     files = {
         part: [
             (label, path)
@@ -168,33 +192,36 @@ def load_imagefolder(
             for path in sorted((base / part / name).glob("*"))
             if path.suffix.lower() in IMAGE_SUFFIXES
         ]
-        for part in ("train", "val")
+        for part in parts
     }
     for part, found in files.items():
         if not found:
-            raise DataError(f"no images found under {base / part}/<class>/")
+            raise DataError(f"no images found under {base / part}/<class>/ (classes: {', '.join(classes)})")
     if stream:
-        train, val = (
-            FileSplit(tuple(files[part]), list(image_size), channels, file_labels(files[part]), workers)
-            for part in ("train", "val")
-        )
-        return Dataset(train, val, classes)
+        splits = {
+            part: FileSplit(tuple(found), list(image_size), channels, file_labels(found), workers)
+            for part, found in files.items()
+        }
+        return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes)
     fingerprint = [str(base.resolve()), list(image_size), channels]
-    for found in files.values():
-        fingerprint += [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for _, path in found]
+    for part, found in files.items():
+        fingerprint += [
+            part,
+            *((str(path), path.stat().st_size, path.stat().st_mtime_ns) for _, path in found),
+        ]
     digest = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() / f"imagefolder-{digest}.pt"
     if cache.is_file():
         saved = torch.load(cache, weights_only=True)
-        return Dataset(Split(*saved["train"]), Split(*saved["val"]), saved["classes"])
-    train, val = (decode_images(files[part], image_size, channels) for part in ("train", "val"))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(
-        {"train": (train.images, train.labels), "val": (val.images, val.labels), "classes": classes}, partial
-    )
-    os.replace(partial, cache)  # atomic: a concurrent or killed run never sees half a cache
-    return Dataset(train, val, classes)
+    else:
+        decoded = {part: decode_images(found, image_size, channels) for part, found in files.items()}
+        saved = {part: (split.images, split.labels) for part, split in decoded.items()}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(saved, partial)
+        os.replace(partial, cache)  # atomic: a concurrent or killed run never sees half a cache
+    splits = {part: Split(*saved[part]) for part in parts}
+    return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes)
 
 
 def decode_image(path: Path, image_size: list[int], channels: int) -> torch.Tensor:
@@ -237,11 +264,29 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_dataset(name: str, **loader_options) -> Dataset:
-    """Load dataset `name` with its loader options (the `dataset.loader` config)."""
+def load_dataset(name: str, loader_options: dict, val_fraction: float, split_seed: int) -> Dataset:
+    """Load dataset `name` with its `loader_options` (the `dataset.loader` config) and give it a
+    validation split: the source's own (an image folder's val/), else `val_fraction` of the training
+    split carved off, stratified by `split_seed`; `val_fraction=0` validates on the test split."""
     if name not in SOURCES:
         known = sorted(SOURCES)
         raise ConfigError(
             f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
         )
-    return SOURCES[name](**loader_options)
+    data = SOURCES[name](**loader_options)
+    if data.val is not None:
+        return data
+    if val_fraction == 0:
+        if data.test is None:
+            raise DataError(
+                f"dataset {name} has no test split to validate on with dataset.val_fraction=0; "
+                "set dataset.val_fraction=0.1 to carve a validation split from train"
+            )
+        return replace(data, val=data.test)
+    kept, held = stratified_split(data.train.labels.cpu(), val_fraction, split_seed)
+    if len(held) == 0 or len(kept) == 0:
+        raise DataError(
+            f"dataset.val_fraction={val_fraction:g} of {len(data.train)} training images leaves "
+            f"{len(kept)} to train on and {len(held)} to validate on; choose a fraction that leaves both"
+        )
+    return replace(data, train=data.train.subset(kept), val=data.train.subset(held))

@@ -5,18 +5,27 @@ from torch import nn
 INIT_SCHEMES = ("xavier", "kaiming", "default")
 
 
-def init_weights(model: nn.Module, scheme: str) -> nn.Module:
-    """Initialize conv and linear weights (biases to zero) with `scheme`; 'default' keeps PyTorch's."""
+def init_weights(model: nn.Module, scheme: str, zero_init_head: bool) -> nn.Module:
+    """Initialize conv and linear weights (biases to zero) with `scheme`; 'default' keeps PyTorch's.
+
+    `zero_init_head` zeroes the last linear layer: every class starts equally likely, so the first
+    loss is exactly ln(classes) whatever the scheme does to the activations' scale, and the first
+    steps train the classifier before they move the features.
+    """
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init {scheme!r}; choose one of: {', '.join(INIT_SCHEMES)}")
-    if scheme == "default":
-        return model
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
+    linear = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if scheme != "default":
+        for module in linear:
             if scheme == "xavier":
                 nn.init.xavier_uniform_(module.weight)
             else:
                 nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+    if zero_init_head:
+        head = linear[-1]
+        nn.init.zeros_(head.weight)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
     return model

@@ -52,10 +52,12 @@ class LeNet(nn.Module):
 
 
 @register_model("lenet")
-def lenet(in_channels: int, num_classes: int, input_size: tuple[int, int], init: str) -> nn.Module:
+def lenet(
+    in_channels: int, num_classes: int, input_size: tuple[int, int], init: str, zero_init_head: bool
+) -> nn.Module:
     """The book's LeNet-5: sigmoid, average pooling, 6/16 channels, 120/84 hidden units."""
     model = LeNet(in_channels, num_classes, input_size, (6, 16), (120, 84), nn.Sigmoid, AvgPool2d)
-    return init_weights(model, init)
+    return init_weights(model, init, zero_init_head)
 
 
 @register_model("lenet_modern")
@@ -64,9 +66,10 @@ def lenet_modern(
     num_classes: int,
     input_size: tuple[int, int],
     init: str,
+    zero_init_head: bool,
     channels: tuple[int, int],
     hidden: tuple[int, int],
 ) -> nn.Module:
     """LeNet with ReLU and max-pooling; channel and hidden widths configurable."""
     model = LeNet(in_channels, num_classes, input_size, tuple(channels), tuple(hidden), nn.ReLU, nn.MaxPool2d)
-    return init_weights(model, init)
+    return init_weights(model, init, zero_init_head)

@@ -44,6 +44,11 @@ class Residual(nn.Module):
             else None
         )
 
+    @property
+    def last_norm(self) -> nn.BatchNorm2d:
+        """The BatchNorm that ends the residual branch."""
+        return self.bn2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
@@ -81,6 +86,11 @@ class ResNeXtBlock(nn.Module):
             if stride != 1 or in_channels != num_channels
             else None
         )
+
+    @property
+    def last_norm(self) -> nn.BatchNorm2d:
+        """The BatchNorm that ends the residual branch."""
+        return self.bn3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)))
@@ -123,16 +133,43 @@ class ResNet(nn.Sequential):
         super().__init__(layers)
 
 
+def _init_resnet(model: ResNet, init: str, zero_init_head: bool, zero_init_residual: bool) -> ResNet:
+    """`init_weights`, and with `zero_init_residual` each block's last BatchNorm scaled to zero, so
+    every block starts as its shortcut (Goyal et al. 2017; torchvision's zero_init_residual)."""
+    init_weights(model, init, zero_init_head)
+    if zero_init_residual:
+        for block in model.modules():
+            if isinstance(block, Residual | ResNeXtBlock):
+                nn.init.zeros_(block.last_norm.weight)
+    return model
+
+
 @register_model("resnet18")
-def resnet18(in_channels: int, num_classes: int, input_size: tuple[int, int], init: str) -> nn.Module:
+def resnet18(
+    in_channels: int,
+    num_classes: int,
+    input_size: tuple[int, int],
+    init: str,
+    zero_init_head: bool,
+    zero_init_residual: bool,
+) -> nn.Module:
     """The book's ResNet-18: four stages of two residual blocks (64, 128, 256, 512 channels)."""
-    return init_weights(ResNet(in_channels, num_classes, RESNET18_STAGES, Residual), init)
+    model = ResNet(in_channels, num_classes, RESNET18_STAGES, Residual)
+    return _init_resnet(model, init, zero_init_head, zero_init_residual)
 
 
 @register_model("resnext")
 def resnext(
-    in_channels: int, num_classes: int, input_size: tuple[int, int], init: str, groups: int, bot_mul: float
+    in_channels: int,
+    num_classes: int,
+    input_size: tuple[int, int],
+    init: str,
+    zero_init_head: bool,
+    zero_init_residual: bool,
+    groups: int,
+    bot_mul: float,
 ) -> nn.Module:
     """ResNet-18's layout of ResNeXt blocks: `groups` groups, bottleneck width channels × `bot_mul`."""
     block = partial(ResNeXtBlock, groups=groups, bot_mul=bot_mul)
-    return init_weights(ResNet(in_channels, num_classes, RESNET18_STAGES, block), init)
+    model = ResNet(in_channels, num_classes, RESNET18_STAGES, block)
+    return _init_resnet(model, init, zero_init_head, zero_init_residual)

@@ -61,10 +61,15 @@ class VGG(nn.Module):
 
 @register_model("vgg")
 def vgg(
-    in_channels: int, num_classes: int, input_size: tuple[int, int], init: str, arch: list[list[int]]
+    in_channels: int,
+    num_classes: int,
+    input_size: tuple[int, int],
+    init: str,
+    zero_init_head: bool,
+    arch: list[list[int]],
 ) -> nn.Module:
     """VGG with `arch` = [[num_convs, out_channels], ...] (presets: vgg11, vgg_small)."""
     if not arch or any(len(block) != 2 or min(block) < 1 for block in arch):
         raise ValueError(f"arch must be a non-empty list of [num_convs, out_channels] ≥ 1, got {arch}")
     model = VGG(in_channels, num_classes, input_size, [tuple(block) for block in arch])
-    return init_weights(model, init)
+    return init_weights(model, init, zero_init_head)

@@ -42,6 +42,11 @@ class Distributed:
             dist.all_reduce(tensor)
         return tensor
 
+    def barrier(self) -> None:
+        """Wait until every rank gets here (no-op for one process)."""
+        if self.enabled:
+            dist.barrier()
+
     def sync_buffers(self, model: nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm statistics) before they evaluate."""
         if self.enabled:

@@ -51,6 +51,11 @@ class RunLogger:
         """Log text (e.g. the resolved config) to TensorBoard."""
         self.writer.add_text(tag, text, 0)
 
+    def warn(self, message: str, step: int) -> None:
+        """Print one warning line (above any progress bar) and log it to TensorBoard's `warnings`."""
+        console.print(f"warning: {message}", style="yellow")
+        self.writer.add_text("warnings", message, step)
+
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Log scalars to TensorBoard at `step`."""
         for tag, value in values.items():
@@ -117,6 +122,9 @@ class QuietLogger(RunLogger):
 
     def text(self, tag: str, text: str) -> None:
         """Log nothing."""
+
+    def warn(self, message: str, step: int) -> None:
+        """Print nothing."""
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Log nothing."""

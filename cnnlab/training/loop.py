@@ -18,11 +18,20 @@ from cnnlab.training.device import autocast
 from cnnlab.training.distributed import SINGLE_PROCESS, Distributed
 from cnnlab.training.logging import RunLogger
 
+# The learning-health check's tolerance: a training loss above (1 − this) × ln(C) is "not learning".
+STUCK_MARGIN = 0.1
+
 
 class Diverged(CnnlabError):
     """The loss became non-finite; the last good checkpoints are left untouched."""
 
     exit_code = 3
+
+
+class Stuck(CnnlabError):
+    """trainer.stop_if_stuck: the training loss stayed at chance level; `last.pt` holds the state."""
+
+    exit_code = 4
 
 
 class Interrupted(CnnlabError):
@@ -46,11 +55,20 @@ class RunState:
     epoch_correct: int = 0
     epoch_seen: int = 0
     epoch_seconds: float = 0.0
+    epoch_grad_norms: list[float] = field(default_factory=list)  # per step, like epoch_losses
     train_images: int = 0  # all finished epochs, for images/s
     train_seconds: float = 0.0
     wall_seconds: float = 0.0  # since the run began, across resumes
     best_val_acc: float = -1.0
+    best_val_loss: float = math.inf  # breaks ties of accuracy (small validation splits have many)
     best_epoch: int = 0
+    health_checked: bool = False  # the first epoch's learning-health check has run
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+    # Early stopping: the best val acc that counted as an improvement (by more than min_delta), the
+    # epochs since it, and why the run stopped before its last epoch (None: it did not).
+    early_stopping_best: float = -1.0
+    epochs_without_improvement: int = 0
+    stopped_early: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,6 +87,12 @@ class LoopSettings:
     precision: str
     checkpoint_every_steps: int  # 0: only at the end of each epoch
     distributed: Distributed  # under torchrun: this rank's place; batch_size stays the global batch
+    num_classes: int  # chance-level loss is ln(num_classes)
+    clip_grad_norm: float | None  # None: gradients are not clipped (their norm is logged either way)
+    early_stopping_patience: int  # 0: never stop early
+    early_stopping_min_delta: float
+    health_check: float  # share of the first epoch after which a loss at chance level warns; 0: off
+    stop_if_stuck: bool  # the health check stops the run instead of warning
 
 
 class StopSignals:
@@ -130,17 +154,20 @@ class BatchLoss(nn.Module):
     an H100 with reduce-overhead: LeNet 1.5×, ResNet-18@96 1.05× the model compiled alone).
     """
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess, precision: str) -> None:
+    def __init__(
+        self, model: nn.Module, preprocess: Preprocess, precision: str, label_smoothing: float = 0.0
+    ) -> None:
         super().__init__()
         self.model = model
         self.preprocess = preprocess
         self.precision = precision
+        self.label_smoothing = label_smoothing  # training only: evaluation measures the plain loss
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy loss and the number of correct predictions of a uint8 batch."""
         with autocast(images.device, self.precision):
             logits = self.model(self.preprocess(images))
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         return loss, (logits.argmax(dim=1) == labels).sum()
 
 
@@ -151,16 +178,23 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a uint8 batch through `forward` (a BatchLoss, perhaps compiled);
-    returns its summed loss and correct count, on the device."""
+    clip_grad_norm: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on a uint8 batch through `forward` (a BatchLoss, perhaps compiled), its
+    gradients clipped to a global norm of `clip_grad_norm` if set; returns its summed loss, correct
+    count and gradient norm (before clipping), on the device."""
     loss, hits = forward(images, labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # float16: the norm and the clipping see the true gradients
+    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    if clip_grad_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(parameters, clip_grad_norm, grad_norm)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
-    return loss.detach() * len(labels), hits
+    return loss.detach() * len(labels), hits, grad_norm
 
 
 def fit(
@@ -177,7 +211,8 @@ def fit(
     save: Callable[[RunState, bool], None],
     after_epoch: Callable[[RunState], None] = lambda state: None,
 ) -> RunState:
-    """Train from `state` to `settings.epochs`; `save(state, best)` writes last.pt (and best.pt).
+    """Train from `state` to `settings.epochs` (or an early stop), validating after each epoch;
+    `save(state, best)` writes last.pt (and best.pt when the validation accuracy improved).
 
     `forward` (a BatchLoss, perhaps compiled or around DDP) takes the steps; `model` is the plain
     module inside it, which `evaluate` runs.
@@ -188,20 +223,27 @@ def fit(
     device = train.device
     ranks = settings.distributed
     batch_size = settings.batch_size // ranks.world_size
+    steps = steps_per_epoch(len(train), settings.batch_size, ranks)
+    health_step = math.ceil(settings.health_check * steps) if settings.health_check else 0
     with StopSignals(enabled=not ranks.enabled) as stop:
-        while state.epoch < settings.epochs:
+        while state.epoch < settings.epochs and state.stopped_early is None:
             epoch = state.epoch
             model.train()
             order = ranks.shard(epoch_order(len(train), settings.seed, epoch), pad=True)
-            # Per-step losses stay on the device: no synchronization until the epoch's end.
-            losses = torch.zeros(steps_per_epoch(len(train), settings.batch_size, ranks), device=device)
+            # Per-step losses and gradient norms stay on the device: no synchronization until the
+            # epoch's end.
+            losses = torch.zeros(steps, device=device)
+            grad_norms = torch.zeros(steps, device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             lrs: list[float] = [0.0] * state.batch  # batches already done when resuming mid-epoch
             logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen)
             tic = time.perf_counter()
             for images, labels in batches(train, batch_size, order, start=state.batch):
-                loss_sum, hits = train_step(forward, images, labels, optimizer, scheduler, scaler)
+                loss_sum, hits, grad_norm = train_step(
+                    forward, images, labels, optimizer, scheduler, scaler, settings.clip_grad_norm
+                )
                 losses[state.batch] = loss_sum
+                grad_norms[state.batch] = grad_norm
                 correct += hits
                 lrs.append(optimizer.param_groups[0]["lr"])  # the rate this step used, for errors
                 state.batch += 1
@@ -209,18 +251,30 @@ def fit(
                 state.epoch_seen += len(labels)
                 logger.advance(len(labels))
                 every = settings.checkpoint_every_steps
-                if stop.signum is not None or (every and state.step % every == 0):
-                    _settle(state, losses, correct, tic, lrs, ranks)
+                check_health = not state.health_checked and epoch == 0 and state.batch == health_step
+                checkpoint = every and state.step % every == 0
+                if stop.signum is not None or check_health or checkpoint:
+                    _settle(state, losses, grad_norms, correct, tic, lrs, ranks)
                     correct.zero_()
                     tic = time.perf_counter()
-                    save(state, False)
+                    stuck = check_health and _check_health(state, settings, logger) and settings.stop_if_stuck
+                    if stop.signum is not None or stuck or checkpoint:
+                        save(state, False)
                     if stop.signum is not None:
                         logger.close()
                         raise Interrupted(stop.signum)
-            _settle(state, losses, correct, tic, lrs, ranks)
+                    if stuck:
+                        logger.close()
+                        raise Stuck(f"{state.warnings[-1]['message']} (stopped: trainer.stop_if_stuck=true)")
+            _settle(state, losses, grad_norms, correct, tic, lrs, ranks)
             val_loss, val_acc = evaluate(
-                model, data.test, preprocess, settings.eval_batch_size, settings.precision, ranks
+                model, data.val, preprocess, settings.eval_batch_size, settings.precision, ranks
             )
+            if not math.isfinite(val_loss):
+                raise Diverged(
+                    f"the validation loss became non-finite ({val_loss}) after epoch {epoch + 1}; last.pt "
+                    f"and best.pt keep the last good state: {_REMEDIES}"
+                )
             seen = state.epoch_seen * ranks.world_size  # all ranks (padding included)
             metrics = {
                 "epoch": epoch + 1,
@@ -229,27 +283,78 @@ def fit(
                 "val/loss": val_loss,
                 "val/acc": val_acc,
                 "lr": optimizer.param_groups[0]["lr"],
+                "grad_norm/mean": sum(state.epoch_grad_norms) / len(state.epoch_grad_norms),
+                "grad_norm/max": max(state.epoch_grad_norms),
                 "throughput/images_per_s": seen / max(state.epoch_seconds, 1e-9),
             }
             state.train_images += seen
             state.train_seconds += state.epoch_seconds
             state.history.append(metrics)
             state.epoch, state.batch = epoch + 1, 0
-            state.epoch_losses, state.epoch_correct = [], 0
+            state.epoch_losses, state.epoch_grad_norms, state.epoch_correct = [], [], 0
             state.epoch_seen, state.epoch_seconds = 0, 0.0
-            improved = val_acc > state.best_val_acc
+            improved = (val_acc, -val_loss) > (state.best_val_acc, -state.best_val_loss)
             if improved:
-                state.best_val_acc, state.best_epoch = val_acc, epoch + 1
+                state.best_val_acc, state.best_val_loss, state.best_epoch = val_acc, val_loss, epoch + 1
+            _early_stopping(state, settings, val_acc)
             save(state, improved)
             logger.scalars({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
             logger.end_epoch(epoch + 1, metrics)
             after_epoch(state)
+            if state.stopped_early:
+                logger.info(f"stopping early: {state.stopped_early}")
     return state
+
+
+# What the user can change when the loss becomes non-finite: every name here is a config key.
+_REMEDIES = (
+    "lower optimizer.lr, lengthen scheduler.warmup_epochs or lower trainer.clip_grad_norm, and start again"
+)
+
+
+def _check_health(state: RunState, settings: LoopSettings, logger: RunLogger) -> bool:
+    """Whether the recent training loss is still at chance level, ln(num_classes) — the model is not
+    learning (lr far too high or too low, dead units, an init that saturates); if so, warn and record it."""
+    state.health_checked = True
+    done = len(state.epoch_losses)
+    recent = max(1, done // 4)  # the last quarter of the steps so far: past the first steps' transient
+    # Every batch but an epoch's last is full, so the recent steps saw all images but the earlier ones'.
+    images = state.epoch_seen * settings.distributed.world_size - (done - recent) * settings.batch_size
+    loss = sum(state.epoch_losses[-recent:]) / images
+    chance = math.log(settings.num_classes)
+    if loss < chance * (1 - STUCK_MARGIN):
+        return False
+    message = (
+        f"after {done} of the first epoch's steps the training loss is {loss:.3f}, still at chance level "
+        f"(ln {settings.num_classes} = {chance:.3f}): the model is not learning; try another "
+        "optimizer.lr (lower if the loss rose, higher if it barely moved), a longer "
+        "scheduler.warmup_epochs, or another model.init"
+    )
+    state.warnings.append({"kind": "stuck", "epoch": 1, "step": state.step, "loss": loss, "message": message})
+    logger.warn(message, step=state.step)
+    return True
+
+
+def _early_stopping(state: RunState, settings: LoopSettings, val_acc: float) -> None:
+    """Count the epochs without an improvement of more than min_delta; set stopped_early at patience."""
+    if not settings.early_stopping_patience:
+        return
+    if val_acc > state.early_stopping_best + settings.early_stopping_min_delta:
+        state.early_stopping_best, state.epochs_without_improvement = val_acc, 0
+        return
+    state.epochs_without_improvement += 1
+    if state.epochs_without_improvement >= settings.early_stopping_patience and state.epoch < settings.epochs:
+        state.stopped_early = (
+            f"val acc has not improved by more than {settings.early_stopping_min_delta:g} for "
+            f"{state.epochs_without_improvement} epochs (best {state.best_val_acc:.4f} at epoch "
+            f"{state.best_epoch}; trainer.early_stopping.patience={settings.early_stopping_patience})"
+        )
 
 
 def _settle(
     state: RunState,
     losses: torch.Tensor,
+    grad_norms: torch.Tensor,
     correct: torch.Tensor,
     tic: float,
     lrs: list[float],
@@ -264,9 +369,11 @@ def _settle(
         step = state.step - state.batch + done + bad[0] + 1
         raise Diverged(
             f"loss became non-finite at epoch {state.epoch + 1}, step {step} "
-            f"(lr {lrs[done + bad[0]]:g}); last.pt and best.pt keep the last good "
-            "state: lower optimizer.lr (or use a scheduler with warm-up) and start again"
+            f"(lr {lrs[done + bad[0]]:g}); last.pt and best.pt keep the last good state: {_REMEDIES}"
         )
     state.epoch_losses.extend(step_losses)
+    state.epoch_grad_norms.extend(
+        grad_norms[done : state.batch].tolist()
+    )  # equal on every rank: DDP averages gradients
     state.epoch_correct += int(correct.item())
     state.epoch_seconds += time.perf_counter() - tic

@@ -334,12 +334,12 @@ def write_visuals(
     precision: str,
     graph: bool,
 ) -> None:
-    """Log kernels, feature maps, the test confusion matrix, per-class accuracy and mistakes at `step`.
+    """Log kernels, feature maps, the validation confusion matrix, per-class accuracy and mistakes at `step`.
 
     `graph`: also log the model graph (torch.jit.trace, a few hundred ms: once per run is enough).
     """
     training = model.training
-    test, classes = data.test, data.classes
+    test, classes = data.val, data.classes  # what the run is judged on while it trains
     kernels = kernel_grid(model)
     if kernels is not None:
         writer.add_image("kernels/first_conv", kernels, step)
