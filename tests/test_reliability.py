@@ -198,7 +198,10 @@ def test_a_failing_sweep_job_is_reported_and_the_others_finish(cli):
     )
     assert result.returncode == 1
     assert "1 job(s) failed" in result.stderr
-    assert "job 1 (optimizer.lr=1000000.0,trainer.epochs=1): loss became non-finite" in result.stderr
+    assert (
+        "job 1 (optimizer.lr=1000000.0,trainer.clip_grad_norm=null,trainer.epochs=1): loss became non-finite"
+        in result.stderr
+    )
     statuses = [metrics(d)["status"] for d in run_dirs(cli.cwd)]
     assert statuses == ["finished", "failed", "finished"]
 

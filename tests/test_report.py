@@ -60,7 +60,10 @@ def test_multirun_ends_with_the_report_and_lists_the_failed_job(sweep):
     failed = [line for line in result.stderr.splitlines() if "job(s) failed" in line]
     assert failed == ["cnnlab train: error: 1 job(s) failed:"]
     listed = result.stderr.splitlines()[-1]
-    assert "(model=lenet_modern,optimizer.lr=1000000.0,trainer.epochs=1): loss became non-finite" in listed
+    assert (
+        "(model=lenet_modern,optimizer.lr=1000000.0,trainer.clip_grad_norm=null,trainer.epochs=1): "
+        "loss became non-finite" in listed
+    )
     assert (
         f"cnnlab report: 6 run(s) in outputs/train-sweeps/{sweep_dir.parent.name}/{sweep_dir.name}"
         in result.stdout

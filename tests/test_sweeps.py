@@ -74,8 +74,8 @@ def test_joblib_sweep_reports_its_failed_job_and_exits_1(joblib_sweep):
     assert "Traceback" not in result.stderr
     summary, listed = result.stderr.splitlines()[-2:]
     assert summary == "cnnlab train: error: 1 job(s) failed:"
-    job = "job 1 (optimizer.lr=1000000.0,trainer.epochs=2)"
-    assert listed.startswith(f"cnnlab train: error: {job}: loss became non-finite at epoch 1")
+    job = "job 1 (optimizer.lr=1000000.0,trainer.clip_grad_norm=null,trainer.epochs=2)"
+    assert listed.startswith(f"cnnlab train: error: {job}: loss became non-finite at epoch 1"), listed
     with (sweep / "report.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
     assert [(row["optimizer.lr"], row["status"]) for row in rows] == [

@@ -190,7 +190,10 @@ def train_step(
     parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
     if clip_grad_norm is not None:
-        torch.nn.utils.clip_grads_with_norm_(parameters, clip_grad_norm, grad_norm)
+        # A norm that overflowed float32 (huge but finite gradients) would scale every gradient to NaN:
+        # then leave them as they are (no synchronization to find out).
+        finite_norm = torch.where(grad_norm.isfinite(), grad_norm, torch.zeros_like(grad_norm))
+        torch.nn.utils.clip_grads_with_norm_(parameters, clip_grad_norm, finite_norm)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
