@@ -115,8 +115,9 @@ def test_selection_uses_val_and_test_is_measured_once_with_best_pt(cli, tmp_path
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_dirs(cli.cwd)
     found = metrics(run_dir)
-    val_accs = [epoch["val/acc"] for epoch in found["history"]]
-    assert found["best"]["epoch"] == val_accs.index(max(val_accs)) + 1
+    # best.pt: the highest val acc, ties broken by the lower val loss.
+    ranked = [(epoch["val/acc"], -epoch["val/loss"]) for epoch in found["history"]]
+    assert found["best"]["epoch"] == ranked.index(max(ranked)) + 1
     assert found["best"]["val/acc"] > 0.8 and found["test"]["test/acc"] < 0.2  # val and test disagree
     assert found["test"]["epoch"] == found["best"]["epoch"]
     assert "1,200 train / 300 val / 297 test" in result.stdout
@@ -275,12 +276,12 @@ def test_bad_knob_values_are_one_line(cli, overrides, message):
     assert message in one_error_line(result.stderr)
 
 
-def tiny_step(clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step (lr 1, no momentum) of a linear model; (gradient norm, parameter change)."""
+def tiny_step(clip: float | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """One SGD step (lr 1, no momentum) of a linear model; (gradient norm or None, parameter change)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    forward = BatchLoss(model, Preprocess(None), "32")
+    forward = BatchLoss(model, Preprocess(None), "32", label_smoothing=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -291,8 +292,10 @@ def tiny_step(clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_clip_grad_norm_bounds_the_step_and_the_norm_is_reported_before_clipping():
-    norm, change = tiny_step(None)
+    norm, change = tiny_step(1e9)  # a bound far above the norm: measured, not clipped
     assert change == pytest.approx(norm.item(), rel=1e-5)  # lr 1: the step is the gradient
+    unmeasured, unclipped_change = tiny_step(None)  # no clipping: no norm computed at all
+    assert unmeasured is None and unclipped_change == change
     clipped_norm, clipped_change = tiny_step(0.1 * norm.item())
     assert clipped_norm == pytest.approx(norm.item())
     assert clipped_change == pytest.approx(0.1 * norm.item(), rel=1e-4)
@@ -328,6 +331,8 @@ def test_early_stopping_stops_and_says_why(cli):
     assert found["stopped_early"].startswith("val acc has not improved by more than 0.5 for 2 epochs")
     assert "stopping early: val acc has not improved" in result.stdout
     assert "stopped early" in result.stdout and "epochs             │ 3 of 6" in result.stdout
+    first = found["history"][0]  # the default clips, so each epoch reports its gradient norms
+    assert first["grad_norm/max"] >= first["grad_norm/mean"] > 0
 
 
 KNOBS = [
@@ -410,7 +415,7 @@ def test_a_non_finite_validation_loss_is_divergence(tmp_path):
 
     with pytest.raises(Diverged, match="validation loss became non-finite"):
         fit(
-            BatchLoss(model, Preprocess(None), "32"),
+            BatchLoss(model, Preprocess(None), "32", label_smoothing=0.0),
             model,
             Dataset(split, split, None, ["a", "b"]),
             Preprocess(None),

@@ -92,17 +92,14 @@ def test_training_prints_no_deprecation_warnings_from_the_graph(trained_run):
     assert "torch.jit" not in output and "deprecated" not in output
 
 
+def book_sized_lenet_modern() -> nn.Module:
+    """lenet_modern with the book's widths, as configs/model/lenet_modern.yaml builds it."""
+    options = {"init": "kaiming", "zero_init_head": True, "channels": [6, 16], "hidden": [120, 84]}
+    return create_model("lenet_modern", 1, 10, (28, 28), **options)
+
+
 def test_a_visuals_call_takes_well_under_a_second():
-    model = create_model(
-        "lenet_modern",
-        1,
-        10,
-        (28, 28),
-        init="kaiming",
-        zero_init_head=True,
-        channels=[6, 16],
-        hidden=[120, 84],
-    )
+    model = book_sized_lenet_modern()
     data = load_dataset("digits", {"test_fraction": 0.2, "split_seed": 0}, 0.1, 0)
     preprocess = Preprocess((28, 28))
 
@@ -132,16 +129,7 @@ def test_a_visuals_call_takes_well_under_a_second():
 
 def test_stages_of_lenet_are_the_activations_after_each_convolution():
     torch.manual_seed(0)
-    model = create_model(
-        "lenet_modern",
-        1,
-        10,
-        (28, 28),
-        init="kaiming",
-        zero_init_head=True,
-        channels=[6, 16],
-        hidden=[120, 84],
-    )
+    model = book_sized_lenet_modern()
     x = torch.randn(3, 1, 28, 28)
     stages = stage_outputs(model, x)
     assert [tuple(s.shape) for s in stages] == [(3, 6, 28, 28), (3, 16, 10, 10)]  # d2l 7.6's shapes

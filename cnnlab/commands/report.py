@@ -5,8 +5,8 @@ or a multirun job that never wrote one (cnnlab.commands.jobs keeps its record: f
 running, or killed). Its settings come from Hydra's .hydra/ files (the overrides, the config
 groups chosen) and the resolved config.yaml; the table's setting columns are the overridden keys
 whose values differ between the runs. The rows go best validation accuracy first (the test accuracy
-is shown beside it, never ranked on); report.csv (every
-field) and report.md (the table) are written into the directory. Every multirun prints the same
+is shown beside it, never ranked on); report.csv (every field) and report.md (the table) are written
+into the directory. Every multirun prints the same
 report at its end (cnnlab.commands.sweep_callback).
 """
 
@@ -91,17 +91,8 @@ def varied_keys(runs: list[Run]) -> list[str]:
 def publish(runs: list[Run], root: Path) -> None:
     """Print the runs' table and write report.csv and report.md into `root`."""
     keys = varied_keys(runs)
-    headers = [
-        "run",
-        *keys,
-        "best val acc",
-        "test acc",
-        "final train loss",
-        "epochs",
-        "wall time",
-        "images/s",
-    ]
-    headers.append("status")
+    results = ["best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s", "status"]
+    headers = ["run", *keys, *results]
     rows = [[_label(run, root), *(run.setting(key) for key in keys), *_results(run)] for run in runs]
     table = Table()
     for header in headers:

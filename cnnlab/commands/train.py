@@ -20,7 +20,7 @@ from cnnlab.commands.hparams import hparam_metrics, job_hparams
 from cnnlab.commands.hydra_app import HydraCommand
 from cnnlab.commands.resume import find_run_to_resume, resume_overrides
 from cnnlab.data.batches import Preprocess, split_stats
-from cnnlab.data.sources import SOURCES, Dataset, load_dataset
+from cnnlab.data.sources import SOURCES, AnySplit, Dataset, load_dataset
 from cnnlab.errors import CheckpointError, ConfigError, DataError
 from cnnlab.models import create_model
 from cnnlab.training import distributed
@@ -142,11 +142,7 @@ def run(cfg: DictConfig) -> float:
         optimizer.load_state_dict(payload["optimizer"])
         try:
             scheduler.load_state_dict(payload["scheduler"])
-        except (
-            KeyError,
-            ValueError,
-            IndexError,
-        ) as error:  # another schedule's state (other epochs, warm-up)
+        except (KeyError, ValueError, IndexError) as error:  # another schedule's (epochs, warm-up)
             raise CheckpointError(
                 f"{run_dir / 'last.pt'} holds the state of another learning-rate schedule ({error!r}): "
                 "resume with the run's own scheduler settings"
@@ -232,7 +228,7 @@ def run(cfg: DictConfig) -> float:
             after_epoch,
         )
         if data.test is not None:
-            test = _test_best(model, run_dir / "best.pt", data, parts, state, ranks)
+            test = _test_best(parts, run_dir / "best.pt", data.test, state.best_epoch, ranks)
             logger.scalars({"test/loss": test["test/loss"], "test/acc": test["test/acc"]}, step=state.epoch)
         logger.hparams(job_hparams(cfg), hparam_metrics(state, test), state.epoch)
         status = "finished"
@@ -263,22 +259,17 @@ def run(cfg: DictConfig) -> float:
 
 
 def _test_best(
-    model: nn.Module,
-    best: Path,
-    data: Dataset,
-    parts: "Training",
-    state: RunState,
-    ranks: distributed.Distributed,
+    parts: "Training", best: Path, test: AnySplit, best_epoch: int, ranks: distributed.Distributed
 ) -> dict[str, float | int]:
-    """The test split's loss and accuracy of best.pt's weights (loaded into `model`): the run's one
-    look at the test split, after every choice was made on validation."""
+    """The loss and accuracy on `test` of best.pt's weights (loaded into the run's model): the run's
+    one look at the test split, after every choice was made on validation."""
     ranks.barrier()  # rank 0 has written best.pt
-    model.load_state_dict(load_checkpoint(best)["model"])
+    parts.model.load_state_dict(load_checkpoint(best)["model"])
     settings = parts.settings
     loss, accuracy = evaluate(
-        model, data.test, parts.preprocess, settings.eval_batch_size, settings.precision, ranks
+        parts.model, test, parts.preprocess, settings.eval_batch_size, settings.precision, ranks
     )
-    return {"test/loss": loss, "test/acc": accuracy, "epoch": state.best_epoch}
+    return {"test/loss": loss, "test/acc": accuracy, "epoch": best_epoch}
 
 
 @dataclass
@@ -395,7 +386,7 @@ def _describe(device: torch.device) -> str:
 
 
 def _describe_splits(data: Dataset) -> str:
-    """e.g. '1,293 train / 144 val / 360 test'."""
+    """e.g. '1,295 train / 142 val / 360 test'; no test part when validation is the test split."""
     parts = [f"{len(data.train):,} train", f"{len(data.val):,} val"]
     if data.test is not None and data.test is not data.val:
         parts.append(f"{len(data.test):,} test")

@@ -18,7 +18,8 @@ from cnnlab.training.device import autocast
 from cnnlab.training.distributed import SINGLE_PROCESS, Distributed
 from cnnlab.training.logging import RunLogger
 
-# The learning-health check's tolerance: a training loss above (1 − this) × ln(C) is "not learning".
+# The learning-health check's tolerance: a training loss above (1 − this) × ln(C) is "not learning"
+# ("still at" chance up to (1 + this) × ln(C), "above" it past that).
 STUCK_MARGIN = 0.1
 
 
@@ -88,7 +89,7 @@ class LoopSettings:
     checkpoint_every_steps: int  # 0: only at the end of each epoch
     distributed: Distributed  # under torchrun: this rank's place; batch_size stays the global batch
     num_classes: int  # chance-level loss is ln(num_classes)
-    clip_grad_norm: float | None  # None: gradients are not clipped (their norm is logged either way)
+    clip_grad_norm: float | None  # None: gradients are neither clipped nor measured
     early_stopping_patience: int  # 0: never stop early
     early_stopping_min_delta: float
     health_check: float  # share of the first epoch after which a loss at chance level warns; 0: off
@@ -129,7 +130,8 @@ def evaluate(
     """Mean cross-entropy loss and accuracy of `model` on `split` (each rank takes its shard)."""
     model.eval()
     distributed.sync_buffers(model)
-    batch_loss = BatchLoss(model, preprocess, precision)  # the same computation as a training step's
+    # The same computation as a training step's, measuring the plain loss (no label smoothing).
+    batch_loss = BatchLoss(model, preprocess, precision, label_smoothing=0.0)
     sums = torch.zeros(2, device=split.device)  # summed loss, correct
     order = distributed.shard(torch.arange(len(split)), pad=False) if distributed.enabled else None
     for images, labels in batches(split, batch_size, order):
@@ -155,7 +157,7 @@ class BatchLoss(nn.Module):
     """
 
     def __init__(
-        self, model: nn.Module, preprocess: Preprocess, precision: str, label_smoothing: float = 0.0
+        self, model: nn.Module, preprocess: Preprocess, precision: str, label_smoothing: float
     ) -> None:
         super().__init__()
         self.model = model
@@ -178,22 +180,23 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
-    clip_grad_norm: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    clip_grad_norm: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One optimizer step on a uint8 batch through `forward` (a BatchLoss, perhaps compiled), its
     gradients clipped to a global norm of `clip_grad_norm` if set; returns its summed loss, correct
-    count and gradient norm (before clipping), on the device."""
+    count and, when clipping, the gradient norm before clipping, on the device."""
     loss, hits = forward(images, labels)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)  # float16: the norm and the clipping see the true gradients
-    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-    if clip_grad_norm is not None:
-        # A norm that overflowed float32 (huge but finite gradients) would scale every gradient to NaN:
-        # then leave them as they are (no synchronization to find out).
-        finite_norm = torch.where(grad_norm.isfinite(), grad_norm, torch.zeros_like(grad_norm))
-        torch.nn.utils.clip_grads_with_norm_(parameters, clip_grad_norm, finite_norm)
+    grad_norm = None
+    if clip_grad_norm is not None:  # no norm without clipping: the step stays as lean as the book's
+        scaler.unscale_(optimizer)  # float16: the norm and the clipping see the true gradients
+        parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        # A norm past float32's range (huge but finite gradients, e.g. BatchNorm over 1×1 maps) would
+        # zero the gradients, or make them NaN: that step goes unclipped, as it would without clipping.
+        in_range = torch.nan_to_num(grad_norm, nan=0.0, posinf=0.0)
+        torch.nn.utils.clip_grads_with_norm_(parameters, clip_grad_norm, in_range)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
@@ -236,7 +239,7 @@ def fit(
             # Per-step losses and gradient norms stay on the device: no synchronization until the
             # epoch's end.
             losses = torch.zeros(steps, device=device)
-            grad_norms = torch.zeros(steps, device=device)
+            grad_norms = torch.zeros(steps, device=device) if settings.clip_grad_norm is not None else None
             correct = torch.zeros((), device=device, dtype=torch.long)
             lrs: list[float] = [0.0] * state.batch  # batches already done when resuming mid-epoch
             logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen)
@@ -246,7 +249,8 @@ def fit(
                     forward, images, labels, optimizer, scheduler, scaler, settings.clip_grad_norm
                 )
                 losses[state.batch] = loss_sum
-                grad_norms[state.batch] = grad_norm
+                if grad_norms is not None:
+                    grad_norms[state.batch] = grad_norm
                 correct += hits
                 lrs.append(optimizer.param_groups[0]["lr"])  # the rate this step used, for errors
                 state.batch += 1
@@ -286,10 +290,11 @@ def fit(
                 "val/loss": val_loss,
                 "val/acc": val_acc,
                 "lr": optimizer.param_groups[0]["lr"],
-                "grad_norm/mean": sum(state.epoch_grad_norms) / len(state.epoch_grad_norms),
-                "grad_norm/max": max(state.epoch_grad_norms),
                 "throughput/images_per_s": seen / max(state.epoch_seconds, 1e-9),
             }
+            if state.epoch_grad_norms:  # clipping: the norms before clipping
+                metrics["grad_norm/mean"] = sum(state.epoch_grad_norms) / len(state.epoch_grad_norms)
+                metrics["grad_norm/max"] = max(state.epoch_grad_norms)
             state.train_images += seen
             state.train_seconds += state.epoch_seconds
             state.history.append(metrics)
@@ -311,7 +316,8 @@ def fit(
 
 # What the user can change when the loss becomes non-finite: every name here is a config key.
 _REMEDIES = (
-    "lower optimizer.lr, lengthen scheduler.warmup_epochs or lower trainer.clip_grad_norm, and start again"
+    "lower optimizer.lr, lengthen scheduler.warmup_epochs or clip harder (trainer.clip_grad_norm, e.g. 1.0), "
+    "and start again"
 )
 
 
@@ -328,7 +334,8 @@ def _check_health(state: RunState, settings: LoopSettings, logger: RunLogger) ->
     if loss < chance * (1 - STUCK_MARGIN):
         return False
     message = (
-        f"after {done} of the first epoch's steps the training loss is {loss:.3f}, still at chance level "
+        f"after {done} of the first epoch's steps the training loss is {loss:.3f}, "
+        f"{'still at' if loss < chance * (1 + STUCK_MARGIN) else 'above'} chance level "
         f"(ln {settings.num_classes} = {chance:.3f}): the model is not learning; try another "
         "optimizer.lr (lower if the loss rose, higher if it barely moved), a longer "
         "scheduler.warmup_epochs, or another model.init"
@@ -357,7 +364,7 @@ def _early_stopping(state: RunState, settings: LoopSettings, val_acc: float) -> 
 def _settle(
     state: RunState,
     losses: torch.Tensor,
-    grad_norms: torch.Tensor,
+    grad_norms: torch.Tensor | None,
     correct: torch.Tensor,
     tic: float,
     lrs: list[float],
@@ -375,8 +382,7 @@ def _settle(
             f"(lr {lrs[done + bad[0]]:g}); last.pt and best.pt keep the last good state: {_REMEDIES}"
         )
     state.epoch_losses.extend(step_losses)
-    state.epoch_grad_norms.extend(
-        grad_norms[done : state.batch].tolist()
-    )  # equal on every rank: DDP averages gradients
+    if grad_norms is not None:  # equal on every rank: DDP averages the gradients
+        state.epoch_grad_norms.extend(grad_norms[done : state.batch].tolist())
     state.epoch_correct += int(correct.item())
     state.epoch_seconds += time.perf_counter() - tic
