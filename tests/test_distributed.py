@@ -50,10 +50,12 @@ def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(cli):
     assert {p.name for p in run_dir.glob("*.pt")} == {"last.pt", "best.pt"}
     found, reference = metrics(run_dir), metrics(cli.cwd / "outputs" / "single")
     assert found["status"] == "finished" and found["epochs"] == 8
-    # The first epoch tracks within 1% (measured: 0.02%; an unaveraged or misrouted gradient would not);
-    # from the second on, the rounding of the all-reduce and the padded sample compound (6% by epoch 2
-    # under the warm-up and cosine defaults), so the end is compared by accuracy.
-    assert found["history"][0]["train/loss"] == pytest.approx(reference["history"][0]["train/loss"], rel=0.01)
+    # The first epoch tracks within 0.5% (measured 0.02–0.08%; an unaveraged or misrouted gradient would
+    # not). From the second on, the all-reduce's summation order and the padded sample compound
+    # chaotically: 5–14% by epoch 3–4 even with the old recipe (constant lr, no warm-up, no clipping),
+    # so the end is compared by accuracy.
+    first, reference_first = found["history"][0]["train/loss"], reference["history"][0]["train/loss"]
+    assert first == pytest.approx(reference_first, rel=0.005)
     assert abs(found["final"]["val/acc"] - reference["final"]["val/acc"]) <= 0.02
     events = EventAccumulator(str(run_dir))
     events.Reload()
