@@ -1,6 +1,8 @@
 """`cnnlab <command> [overrides]`: picks the command and hands the rest to it (and so to Hydra)."""
 
 import importlib
+import os
+import signal
 import sys
 
 from cnnlab import __version__
@@ -36,6 +38,7 @@ def usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `cnnlab` console script; returns the exit code."""
+    argv_given = argv is not None
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
@@ -51,5 +54,38 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown command {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}",
         )
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return module.COMMAND.main(rest)
+    # Ctrl-C or SIGTERM while starting (importing torch takes seconds) end in one line, not a traceback
+    # or a silent kill; training replaces this with its own handling (an orderly stop at a step's end).
+    signal.signal(signal.SIGTERM, _stop_starting)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return module.COMMAND.main(rest)
+    except KeyboardInterrupt as stop:  # SIGTERM too: _Stopped
+        code = _stopped(f"cnnlab {name}", getattr(stop, "signum", signal.SIGINT))
+        if argv_given:
+            return code
+        # The program itself: exit at once. (CPython kills itself with SIGINT at exit when a Ctrl-C
+        # interrupted Python code run from C, as torch's import does, even once it was caught.)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM outside training's own handling: a KeyboardInterrupt (no `except Exception` swallows it,
+    and a sweep records the job as interrupted) that remembers its signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_starting(signum: int, frame) -> None:
+    raise _Stopped(signum)
+
+
+def _stopped(prog: str, signum: int) -> int:
+    print_error(
+        prog, f"interrupted by {signal.Signals(signum).name}; nothing was saved: run the command again"
+    )
+    return 128 + signum

@@ -25,3 +25,9 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
     close = difflib.get_close_matches(name, choices, n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def file_error(error: OSError) -> str:
+    """One line for a failed file operation: the path and the system's reason."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}; check that the path exists, is writable and its disk has space"

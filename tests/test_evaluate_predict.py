@@ -219,7 +219,7 @@ def test_activations_draw_every_stage_for_an_image_and_for_noise(workspace, caps
     image = sorted((workspace / "held_out").glob("*.png"))[0]
     code, digit_out, err = cnnlab(capsys, "activations", f"run={run_dir}", f"input={image}")
     assert code == 0, err
-    assert "stage 1: 6 maps of 28x28" in digit_out and "stage 2: 16 maps of 10x10" in digit_out
+    assert "stage 1: 32 maps of 28x28" in digit_out and "stage 2: 64 maps of 10x10" in digit_out
     with Image.open(run_dir / f"activations-{image.stem}.png") as png:
         assert png.width > 16 * 56 and png.height > 3 * 56  # input, then 6 maps, then 16 maps
     code, noise_out, _ = cnnlab(

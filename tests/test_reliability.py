@@ -117,7 +117,7 @@ def test_exploding_lr_stops_with_epoch_step_lr_and_keeps_best_pt(cli):
     )  # fmt: skip
     assert result.returncode == 3, result.stderr
     line = one_error_line(result.stderr)
-    assert "loss became non-finite at epoch 2, step" in line and "(lr 5e+07)" in line
+    assert "loss became non-finite at epoch 2, step" in line and "(lr 1e+08)" in line
     assert "lower optimizer.lr" in line
     (run_dir,) = run_dirs(cli.cwd)
     best = torch.load(run_dir / "best.pt", weights_only=True)

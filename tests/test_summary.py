@@ -78,7 +78,13 @@ def test_resnet18_at_96_matches_the_books_block_table(capsys):
         (
             "lenet_modern",
             28,
-            {"init": "kaiming", "zero_init_head": True, "channels": [6, 16], "hidden": [120, 84]},
+            {
+                "init": "kaiming",
+                "zero_init_head": True,
+                "channels": [32, 64],
+                "hidden": [256, 128],
+                "batch_norm": True,
+            },
         ),
         (
             "vgg",

@@ -132,7 +132,9 @@ def test_job_failing_before_training_leaves_a_failed_record(tmp_path, monkeypatc
     sweep = sweep_dir(tmp_path)
     (record,) = job_records(sweep)
     assert record["status"] == "failed" and record["error"].startswith("imagefolder expects")
-    assert not list(sweep.rglob("metrics.json"))
+    (written,) = sweep.rglob("metrics.json")  # the job's own record of how it ended
+    found = metrics(written.parent)
+    assert (found["status"], found["error"], found["epochs"]) == ("failed", record["error"], 0)
     with (sweep / "report.csv").open(newline="") as file:
         (row,) = csv.DictReader(file)
     assert (row["status"], row["error"], row["best_val_acc"]) == ("failed", record["error"], "")

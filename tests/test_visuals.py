@@ -68,9 +68,10 @@ def test_event_files_hold_every_image_every_visual_every_epochs_and_at_the_end(t
 def test_feature_map_images_show_one_row_per_class(trained_run):
     _, events, _ = trained_run
     stage1, stage2 = decoded(events, "features/stage1"), decoded(events, "features/stage2")
-    # 10 rows (one test image per digit) of 1 input + 6 (stage 1) or 16 (stage 2) maps, 56+ px each
+    # 10 rows (one test image per digit) of 1 input + the first 16 maps (of 32 in stage 1, 64 in
+    # stage 2), 56+ px each
     assert stage1.height > 10 * 56 and stage2.height > 10 * 56
-    assert 7 * 56 < stage1.width < 8 * 70
+    assert 17 * 56 < stage1.width < 18 * 70
     assert 17 * 56 < stage2.width < 18 * 70
 
 
@@ -93,8 +94,14 @@ def test_training_prints_no_deprecation_warnings_from_the_graph(trained_run):
 
 
 def book_sized_lenet_modern() -> nn.Module:
-    """lenet_modern with the book's widths, as configs/model/lenet_modern.yaml builds it."""
-    options = {"init": "kaiming", "zero_init_head": True, "channels": [6, 16], "hidden": [120, 84]}
+    """lenet_modern with the book's widths and no batch normalization."""
+    options = {
+        "init": "kaiming",
+        "zero_init_head": True,
+        "channels": [6, 16],
+        "hidden": [120, 84],
+        "batch_norm": False,
+    }
     return create_model("lenet_modern", 1, 10, (28, 28), **options)
 
 

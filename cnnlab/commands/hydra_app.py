@@ -7,14 +7,13 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnlab.commands import sweep_callback
 from cnnlab.commands.jobs import recorded_job
-from cnnlab.errors import CnnlabError, ConfigError, did_you_mean
+from cnnlab.errors import CnnlabError, ConfigError, did_you_mean, file_error
 from cnnlab.training.logging import print_error
 
 CONFIG_MODULE = "cnnlab.configs"
@@ -48,12 +47,19 @@ class HydraCommand:
         except CnnlabError as error:
             print_error(f"cnnlab {self.name}", str(error))
             return error.exit_code
+        except OSError as error:
+            print_error(f"cnnlab {self.name}", file_error(error))
+            return 2
         flags = [a for a in argv if a not in args.overrides]
         sys.argv = [f"cnnlab {self.name}", *flags, *overrides]
         sweep_callback.failed_jobs.clear()
-        hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=self.config_name, version_base="1.3")(
-            self._task
-        )()
+        try:
+            hydra.main(
+                config_path=f"pkg://{CONFIG_MODULE}", config_name=self.config_name, version_base="1.3"
+            )(self._task)()
+        except (SystemExit, KeyboardInterrupt):
+            sweep_callback.report_stopped_sweep()  # a stopped multirun still reports its runs
+            raise
         # A multirun's jobs may have run in other processes: the callback read how they ended from disk.
         failed = sweep_callback.failed_jobs
         if failed:
@@ -93,16 +99,16 @@ class HydraCommand:
 
     def _work(self, cfg: DictConfig) -> Any:
         self.check(cfg)
-        return self.run(cfg)
+        try:
+            return self.run(cfg)
+        except OSError as error:  # a full disk, a read-only or vanished directory: one line, exit 2
+            raise CnnlabError(file_error(error)) from None
 
 
 def _expand_sweep(overrides: list[str]) -> list[list[str]]:
     """Each job's overrides of a -m sweep (choice and range sweeps; others are checked per job)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        return BasicSweeper.split_arguments(parsed, None)[0]
+        return sweep_callback.planned_jobs(overrides)
     except Exception as error:
         if "does not support sweep type" in str(error):  # e.g. interval(): the sweeper's business
             return [[o for o in overrides if "(" not in o]]

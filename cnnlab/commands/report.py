@@ -27,10 +27,18 @@ from rich.text import Text
 
 from cnnlab.commands.hparams import override_values, setting
 from cnnlab.commands.jobs import JOBS_DIR, JobRecord, read_jobs
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.commands.run_lock import lock_holder
+from cnnlab.errors import CnnlabError, ConfigError, file_error
 from cnnlab.training.logging import console, print_error
 
-STATUS_STYLES = {"finished": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+STATUS_STYLES = {
+    "finished": "green",
+    "failed": "red",
+    "unreadable": "red",
+    "interrupted": "yellow",
+    "running": "cyan",
+    "pending": "dim",
+}
 NUMERIC_COLUMNS = {"best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s"}
 HINT = "give a sweep directory (outputs/train-sweeps/<date>/<time>) or outputs/ for every run"
 
@@ -72,6 +80,10 @@ def collect(root: Path) -> list[Run]:
     runs: dict[Path, Run] = {}
     for metrics_file in root.rglob("metrics.json"):
         runs[metrics_file.parent] = _read_run(metrics_file.parent, None)
+    # A run killed with -9 (or still training) has its config.yaml but no metrics.json yet.
+    for config_file in root.rglob("config.yaml"):
+        if config_file.parent.name != ".hydra" and config_file.parent not in runs:
+            runs[config_file.parent] = _read_run(config_file.parent, None)
     for jobs_dir in root.rglob(JOBS_DIR):
         sweep_dir = jobs_dir.parent
         for record in read_jobs(sweep_dir):
@@ -116,7 +128,17 @@ def _print_whole(table: Table) -> None:
 
 
 def _read_run(directory: Path, job: tuple[Path, JobRecord] | None) -> Run:
-    """The run in `directory`; `job`: the sweep directory and record of a multirun job."""
+    """The run in `directory`; `job`: the sweep directory and record of a multirun job. A run whose
+    files cannot be read is listed as unreadable, with the reason: one bad run never hides the others."""
+    try:
+        return _parse_run(directory, job)
+    except Exception as error:  # any malformed file (a YAML scalar, a list for a mapping, …)
+        error = error if isinstance(error, ConfigError) else f"cannot read the run in {directory}: {error!r}"
+        place = (job[0], job[1].num) if job else None
+        return Run(directory, place, {}, {}, None, {}, "unreadable", str(error))
+
+
+def _parse_run(directory: Path, job: tuple[Path, JobRecord] | None) -> Run:
     record = job[1] if job else None
     hydra = (_read_yaml(directory / ".hydra" / "hydra.yaml") or {}).get("hydra", {})
     saved_overrides = _read_yaml(directory / ".hydra" / "overrides.yaml")
@@ -125,8 +147,16 @@ def _read_run(directory: Path, job: tuple[Path, JobRecord] | None) -> Run:
     config = None
     if (directory / "config.yaml").is_file():
         config = OmegaConf.create(_read_yaml(directory / "config.yaml"))
-    metrics = _read_json(directory / "metrics.json") if (directory / "metrics.json").is_file() else {}
+    metrics = _read_metrics(directory / "metrics.json") if (directory / "metrics.json").is_file() else {}
     status, error = metrics.get("status"), metrics.get("error")
+    if not metrics and record is None:  # a run without metrics.json: still training, or killed
+        holder = lock_holder(directory)
+        status = "running" if holder and holder["alive"] else "interrupted"
+        error = (
+            None
+            if status == "running"
+            else "no metrics.json: the process was killed (kill -9, out of memory?)"
+        )
     # The job's record has the last word when it disagrees with a "finished" metrics.json (or there is
     # none): the job failed after training, or before it, or never came back.
     if record is not None and status in (None, "finished") and record.status != "finished":
@@ -152,11 +182,26 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+# What `_results`, `_csv` and the ranking read of a metrics.json.
+_METRICS_FIELDS = {"status": str, "epochs": int, "epochs_planned": int, "best": dict, "final": dict}
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        metrics = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read {path}: {error}") from None
+    wrong = [
+        key
+        for key, kind in _METRICS_FIELDS.items()
+        if not isinstance(metrics, dict) or not isinstance(metrics.get(key), kind)
+    ]
+    best = metrics.get("best") if isinstance(metrics, dict) else None
+    if wrong or not isinstance(best.get("val/acc"), int | float) or not isinstance(best.get("epoch"), int):
+        raise ConfigError(
+            f"{path} is not a cnnlab metrics.json (missing or mistyped: {', '.join(wrong) or 'best'})"
+        )
+    return metrics
 
 
 def _rank(run: Run) -> tuple:
@@ -251,6 +296,9 @@ class ReportCommand:
             publish(runs, root)
         except CnnlabError as error:
             print_error("cnnlab report", str(error))
+            return 2
+        except OSError as error:  # report.md and report.csv go into the directory: it may be read-only
+            print_error("cnnlab report", file_error(error))
             return 2
         return 0
 

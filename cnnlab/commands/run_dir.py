@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from cnnlab.commands import checks
+from cnnlab.commands.resume import BEFORE_THEY_EXISTED
 from cnnlab.commands.train import load_data, make_preprocess
 from cnnlab.data.batches import Preprocess
 from cnnlab.data.sources import IMAGE_SUFFIXES, Dataset, Split, decode_images
@@ -106,11 +107,17 @@ def saved_config(directory: Path) -> DictConfig:
 
 
 def _add_new_loader_options(config: DictConfig) -> None:
-    """Loader options added to cnnlab after the run was saved (e.g. imagefolder's `stream`) take
-    their packaged defaults, so runs of older versions stay readable. Runs saved before the
-    validation split validated on test, as dataset.val_fraction=0 does."""
+    """Options added to cnnlab after the run was saved, so runs of older versions stay readable: the
+    split and model options of BEFORE_THEY_EXISTED take the value that reproduces the run, loader
+    options (e.g. imagefolder's `stream`) their packaged defaults."""
     if "val_fraction" not in config.dataset:
-        config.dataset.val_fraction, config.dataset.split_seed = 0, 0
+        for key in ("val_fraction", "split_seed"):
+            config.dataset[key] = BEFORE_THEY_EXISTED[f"dataset.{key}"]
+    packaged_model = resources.files("cnnlab.configs") / "model" / f"{config.model.get('name')}.yaml"
+    if packaged_model.is_file():  # e.g. lenet_modern's batch_norm: off for a run saved before it existed
+        for key in OmegaConf.load(str(packaged_model)):
+            if key not in config.model and f"model.{key}" in BEFORE_THEY_EXISTED:
+                config.model[key] = BEFORE_THEY_EXISTED[f"model.{key}"]
     packaged = resources.files("cnnlab.configs") / "dataset" / f"{config.dataset.get('name')}.yaml"
     if "loader" not in config.dataset or not packaged.is_file():
         return

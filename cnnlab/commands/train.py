@@ -18,14 +18,17 @@ from torch.nn.parallel import DistributedDataParallel
 from cnnlab.commands import checks
 from cnnlab.commands.hparams import hparam_metrics, job_hparams
 from cnnlab.commands.hydra_app import HydraCommand
-from cnnlab.commands.resume import find_run_to_resume, resume_overrides
+from cnnlab.commands.jobs import update_resumed_job
+from cnnlab.commands.resume import find_run_to_resume, reconcile, resume_overrides
+from cnnlab.commands.run_lock import RunLock, refuse_if_locked
 from cnnlab.data.batches import Preprocess, split_stats
 from cnnlab.data.sources import SOURCES, AnySplit, Dataset, load_dataset
-from cnnlab.errors import CheckpointError, ConfigError, DataError
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, DataError
+from cnnlab.files import atomic_write
 from cnnlab.models import create_model
 from cnnlab.training import distributed
 from cnnlab.training.checkpoint import (
-    atomic_copy,
+    copy_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -43,10 +46,10 @@ from cnnlab.training.device import (
 from cnnlab.training.logging import QuietLogger, RunLogger, console, print_summary, write_json
 from cnnlab.training.loop import (
     BatchLoss,
-    Diverged,
     Interrupted,
     LoopSettings,
     RunState,
+    StopSignals,
     Stuck,
     evaluate,
     fit,
@@ -117,74 +120,209 @@ def check(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> float:
     """Train one run; return the best validation accuracy (the objective of sweepers like Optuna)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    trainer = cfg.trainer
-    device = resolve_device(trainer.device)
+    payload, changes = None, {}
+    if cfg.trainer.resume is not None:
+        payload = load_checkpoint(Path(cfg.trainer.resume))
+        done = int(payload["state"].get("epoch", 0))
+        cfg, changes = reconcile(cfg, payload["config"], list(HydraConfig.get().overrides.task), done)
+        check(cfg)  # the config the resume runs with, allowed changes applied
+    device = resolve_device(cfg.trainer.device)
     ranks = distributed.from_environment(device.type)
-    if ranks.enabled and device.type == "cuda":
-        device = torch.device("cuda", ranks.local_rank)  # one GPU per rank
-        torch.cuda.set_device(device)
-    if trainer.threads is not None:
-        torch.set_num_threads(trainer.threads)
-    random.seed(trainer.seed)
-    np.random.seed(trainer.seed)
-    torch.manual_seed(trainer.seed)
-    data = load_data(cfg, device)
-    parts = build_training(cfg, data, ranks)
-    model, optimizer, scheduler, scaler = parts.model, parts.optimizer, parts.scheduler, parts.scaler
-    settings, size = parts.settings, parts.input_size
+    lock = RunLock(run_dir)
+    if ranks.is_main:
+        stale = lock.acquire()
+        if payload is None and (run_dir / "last.pt").exists():
+            lock.release()
+            raise _occupied(run_dir)
+        if stale:
+            console.print(stale)
+    try:
+        return _train(cfg, run_dir, device, ranks, payload, changes)
+    finally:
+        lock.release()
 
-    config = OmegaConf.to_container(cfg, resolve=True)
-    state = RunState()
-    resumed = cfg.trainer.resume is not None
-    if resumed:
-        payload = load_checkpoint(run_dir / "last.pt")
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
+
+def _train(
+    cfg: DictConfig,
+    run_dir: Path,
+    device: torch.device,
+    ranks: distributed.Distributed,
+    payload: dict | None,
+    changes: dict[str, list],
+) -> float:
+    """`run` once the run directory is this process's: set up, fit, test best.pt, write the records."""
+    trainer = cfg.trainer
+    status, error, test, state, settings = "failed", None, None, RunState(), None
+    wall_start, logger = time.perf_counter(), QuietLogger()
+    resumed, started = payload is not None, False  # started: set up, about to fit
+    # No step to finish while setting up or testing: Ctrl-C or SIGTERM stop at once, as an orderly
+    # stop; `fit` defers them to the end of the step in progress.
+    with StopSignals(enabled=not ranks.enabled, defer=False):
         try:
-            scheduler.load_state_dict(payload["scheduler"])
-        except (KeyError, ValueError, IndexError) as error:  # another schedule's (epochs, warm-up)
-            raise CheckpointError(
-                f"{run_dir / 'last.pt'} holds the state of another learning-rate schedule ({error!r}): "
-                "resume with the run's own scheduler settings"
-            ) from None
-        scaler.load_state_dict(payload["scaler"])
+            if ranks.enabled and device.type == "cuda":
+                device = torch.device("cuda", ranks.local_rank)  # one GPU per rank
+                torch.cuda.set_device(device)
+            if trainer.threads is not None:
+                torch.set_num_threads(trainer.threads)
+            random.seed(trainer.seed)
+            np.random.seed(trainer.seed)
+            torch.manual_seed(trainer.seed)
+            data = load_data(cfg, device)
+            parts = build_training(cfg, data, ranks)
+            settings = parts.settings
+            if resumed:
+                state = _restore(parts, payload, Path(trainer.resume), changes)
+            config = OmegaConf.to_container(cfg, resolve=True)
+            if ranks.is_main:
+                atomic_write(
+                    run_dir / "config.yaml", lambda file: file.write(OmegaConf.to_yaml(config).encode())
+                )
+            wall_start = time.perf_counter() - state.wall_seconds
+            if ranks.is_main:  # rank 0 alone logs and prints
+                logger = RunLogger(run_dir, settings.epochs, purge_step=state.epoch + 1 if resumed else None)
+            _announce(cfg, parts, data, device, state, resumed, changes, logger)
+            logger.text("config", f"```\n{OmegaConf.to_yaml(config)}```")
+            started = True
+
+            def save(state: RunState, best: bool) -> None:
+                state.wall_seconds = time.perf_counter() - wall_start
+                if not ranks.is_main:
+                    return
+                save_checkpoint(
+                    run_dir / "last.pt",
+                    {
+                        "model": parts.model.state_dict(),
+                        "optimizer": parts.optimizer.state_dict(),
+                        "scheduler": parts.scheduler.state_dict(),
+                        "scaler": parts.scaler.state_dict(),
+                        "state": state.as_dict(),
+                        "rng": rng_state(),
+                        "config": config,
+                    },
+                )
+                if best:  # the same bytes: copied, not serialized a second time
+                    copy_checkpoint(run_dir / "last.pt", run_dir / "best.pt")
+
+            def after_epoch(state: RunState) -> None:
+                # Images every `visual_every` epochs and always after the last one (with the model graph).
+                final = state.epoch == settings.epochs
+                if not ranks.is_main:
+                    return
+                if final or (trainer.visual_every and state.epoch % trainer.visual_every == 0):
+                    write_visuals(
+                        logger.writer,
+                        parts.model,
+                        data,
+                        parts.preprocess,
+                        state.epoch,
+                        settings.eval_batch_size,
+                        settings.precision,
+                        graph=final,
+                    )
+
+            state = fit(
+                parts.forward,
+                parts.model,
+                data,
+                parts.preprocess,
+                parts.optimizer,
+                parts.scheduler,
+                parts.scaler,
+                settings,
+                state,
+                logger,
+                save,
+                after_epoch,
+            )
+            if data.test is not None:
+                test = _test_best(parts, run_dir / "best.pt", data.test, state.best_epoch, ranks)
+                logger.scalars(
+                    {"test/loss": test["test/loss"], "test/acc": test["test/acc"]}, step=state.epoch
+                )
+            logger.hparams(job_hparams(cfg), hparam_metrics(state, test), state.epoch)
+            status = "finished"
+        except Interrupted as stop:
+            status = "interrupted"
+            command = f"cnnlab train trainer.resume={shlex.quote(str(run_dir))}"
+            if started:
+                kept = f"last.pt saved at epoch {state.epoch + 1}, step {state.step}. Resume with: {command}"
+            elif resumed:
+                kept = f"stopped while setting up the resume: the run is as it was; resume it with: {command}"
+            else:
+                kept = "stopped while setting up, before any step: nothing to resume; run the command again"
+            stop.args = (f"interrupted by {stop}; {kept}",)
+            error = str(stop)
+            raise
+        except Stuck as stop:
+            status, error = "stuck", str(stop)
+            raise
+        except Exception as failure:
+            error = (
+                str(failure) if isinstance(failure, CnnlabError) else f"{type(failure).__name__}: {failure}"
+            )
+            raise
+        finally:
+            logger.close()
+            # A resume that failed before it began leaves the run's records as they were.
+            if ranks.is_main and (started or not resumed):
+                wall = time.perf_counter() - wall_start
+                try:
+                    _write_metrics(run_dir, state, trainer.epochs, status, error, test, str(device), wall)
+                except OSError as failure:  # a full or read-only disk: the run's own error is the one to see
+                    console.print(f"metrics.json not written: {failure.strerror or failure}")
+                if resumed:  # a sweep job's run resumed on its own: its job record takes the new outcome
+                    update_resumed_job(run_dir, status, error)
+            distributed.shutdown()
+    if ranks.is_main:
+        _print_result(run_dir, state, settings, test)
+    return state.best_val_acc
+
+
+def _restore(parts: "Training", payload: dict, checkpoint: Path, changes: dict[str, list]) -> RunState:
+    """Load a checkpoint's model, optimizer, schedule, scaler and RNG states into `parts`: the run
+    continues exactly where `checkpoint` was written. Allowed config `changes` are recorded."""
+    try:
+        parts.model.load_state_dict(payload["model"])
+        parts.optimizer.load_state_dict(payload["optimizer"])
+        parts.scheduler.load_state_dict(payload["scheduler"])
+        parts.scaler.load_state_dict(payload["scaler"])
         state = RunState(**payload["state"])
         set_rng_state(payload["rng"])
-    if ranks.is_main:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
-    wall_start = time.perf_counter() - state.wall_seconds
+    except (KeyError, ValueError, IndexError, RuntimeError, TypeError) as error:
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{checkpoint} does not fit the run's model, optimizer or schedule ({reason}); resume with the "
+            "run's own config, or start a new run"
+        ) from None
+    if changes:
+        state.resumes.append({"epoch": state.epoch, "step": state.step, "changes": changes})
+    return state
 
-    def save(state: RunState, best: bool) -> None:
-        state.wall_seconds = time.perf_counter() - wall_start
-        if not ranks.is_main:
-            return
-        save_checkpoint(
-            run_dir / "last.pt",
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "state": state.as_dict(),
-                "rng": rng_state(),
-                "config": config,
-            },
-        )
-        if best:  # the same bytes: copied, not serialized a second time
-            atomic_copy(run_dir / "last.pt", run_dir / "best.pt")
 
-    if not ranks.is_main:  # rank 0 alone logs and prints
-        logger = QuietLogger()
-    else:
-        logger = RunLogger(run_dir, settings.epochs, purge_step=state.epoch + 1 if resumed else None)
-    parameters = sum(p.numel() for p in model.parameters())
+def _announce(
+    cfg: DictConfig,
+    parts: "Training",
+    data: Dataset,
+    device: torch.device,
+    state: RunState,
+    resumed: bool,
+    changes: dict[str, list],
+    logger: RunLogger | QuietLogger,
+) -> None:
+    """The run's first lines: what trains on what, where; the protocol; what a resume changed."""
+    size = parts.input_size
+    parameters = sum(p.numel() for p in parts.model.parameters())
     action = f"resuming at epoch {state.epoch + 1}" if resumed else "training"
     logger.info(
         f"{action} {cfg.model.name} ({parameters:,} parameters) on {cfg.dataset.name} "
         f"({_describe_splits(data)}, {size[0]}×{size[1]}) "
-        f"on {_describe(device)}, precision {settings.precision}"
+        f"on {_describe(device)}, precision {parts.settings.precision}"
         + (f", compile {parts.compile}" if parts.compile else "")
     )
+    if changes:
+        logger.info(
+            "resume changes: " + ", ".join(f"{key} {old!r} → {new!r}" for key, (old, new) in changes.items())
+        )
     if data.val is data.test:
         logger.info(
             "dataset.val_fraction=0: validating on the test split (the book's protocol), so best.pt and "
@@ -192,70 +330,6 @@ def run(cfg: DictConfig) -> float:
         )
     elif data.test is None:
         logger.info(f"no test split ({cfg.dataset.name} has no test/ folder): only validation figures")
-    logger.text("config", f"```\n{OmegaConf.to_yaml(config)}```")
-
-    def after_epoch(state: RunState) -> None:
-        # Images every `visual_every` epochs and always after the last one (with the model graph).
-        final = state.epoch == settings.epochs
-        if not ranks.is_main:
-            return
-        if final or (trainer.visual_every and state.epoch % trainer.visual_every == 0):
-            write_visuals(
-                logger.writer,
-                model,
-                data,
-                parts.preprocess,
-                state.epoch,
-                settings.eval_batch_size,
-                settings.precision,
-                graph=final,
-            )
-
-    status, error, test = "failed", None, None  # until fit returns: an exception leaves the run failed
-    try:
-        state = fit(
-            parts.forward,
-            model,
-            data,
-            parts.preprocess,
-            optimizer,
-            scheduler,
-            scaler,
-            settings,
-            state,
-            logger,
-            save,
-            after_epoch,
-        )
-        if data.test is not None:
-            test = _test_best(parts, run_dir / "best.pt", data.test, state.best_epoch, ranks)
-            logger.scalars({"test/loss": test["test/loss"], "test/acc": test["test/acc"]}, step=state.epoch)
-        logger.hparams(job_hparams(cfg), hparam_metrics(state, test), state.epoch)
-        status = "finished"
-    except Interrupted as stop:
-        status = "interrupted"
-        command = f"cnnlab train trainer.resume={shlex.quote(str(run_dir))}"
-        stop.args = (
-            f"interrupted by {stop}; last.pt saved at epoch {state.epoch + 1}, "
-            f"step {state.step}. Resume with: {command}",
-        )
-        error = str(stop)
-        raise
-    except Stuck as stop:
-        status, error = "stuck", str(stop)
-        raise
-    except Exception as failure:
-        error = str(failure) if isinstance(failure, Diverged) else f"{type(failure).__name__}: {failure}"
-        raise
-    finally:
-        logger.close()
-        if ranks.is_main:
-            wall = time.perf_counter() - wall_start
-            _write_metrics(run_dir, state, settings, status, error, test, str(device), wall)
-        distributed.shutdown()
-    if ranks.is_main:
-        _print_result(run_dir, state, settings, test)
-    return state.best_val_acc
 
 
 def _test_best(
@@ -396,7 +470,7 @@ def _describe_splits(data: Dataset) -> str:
 def _write_metrics(
     run_dir: Path,
     state: RunState,
-    settings: LoopSettings,
+    epochs_planned: int,
     status: str,
     error: str | None,
     test: dict[str, float | int] | None,
@@ -411,7 +485,7 @@ def _write_metrics(
             "status": status,
             "error": error,
             "epochs": trained,
-            "epochs_planned": settings.epochs,
+            "epochs_planned": epochs_planned,
             "steps": state.step,
             "final": final,
             "best": {"val/acc": state.best_val_acc, "epoch": state.best_epoch},
@@ -419,6 +493,8 @@ def _write_metrics(
             "test": test,
             "stopped_early": state.stopped_early,
             "warnings": [warning["message"] for warning in state.warnings],
+            # each resume that changed the config: {"epoch", "step", "changes": {key: [before, after]}}
+            "resumes": state.resumes,
             "wall_time_s": round(wall_seconds, 3),
             "images_per_s": state.train_images / state.train_seconds if state.train_seconds else 0.0,
             "device": device,
@@ -454,7 +530,9 @@ def _print_result(
 
 
 def prepare(overrides: list[str]) -> list[str]:
-    """`trainer.resume=<run dir|checkpoint|latest>`: continue that run with its own overrides."""
+    """`trainer.resume=<run dir|checkpoint|latest>`: continue that run in its own directory; a run
+    directory another process is training in is refused before anything is written to it."""
+    rank = int(os.environ.get("RANK", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not any(
         o.startswith("hydra.run.dir=") for o in overrides
     ):
@@ -462,12 +540,25 @@ def prepare(overrides: list[str]) -> list[str]:
             "under torchrun all ranks must share one run directory: add hydra.run.dir=outputs/train/<name>"
         )
     resume = [o for o in overrides if o.startswith("trainer.resume=")]
-    if not resume or resume[-1].split("=", 1)[1] in ("null", ""):
-        return overrides
-    others = [o for o in overrides if not o.startswith("trainer.resume=")]
-    target = resume[-1].split("=", 1)[1].strip("'\"")
-    run_dir = find_run_to_resume(COMMAND, others) if target == "latest" else Path(target)
-    return resume_overrides(run_dir, others)
+    if resume and resume[-1].split("=", 1)[1] not in ("null", ""):
+        others = [o for o in overrides if not o.startswith("trainer.resume=")]
+        target = resume[-1].split("=", 1)[1].strip("'\"")
+        run_dir = find_run_to_resume(COMMAND, others) if target == "latest" else Path(target)
+        overrides = resume_overrides(run_dir, others)
+    run_dirs = [o.split("=", 1)[1].strip("'\"") for o in overrides if o.startswith("hydra.run.dir=")]
+    if run_dirs and rank == 0:  # rank 0 takes the lock for all ranks
+        run_dir = Path(run_dirs[-1])
+        refuse_if_locked(run_dir)
+        if not resume and (run_dir / "last.pt").exists():
+            raise _occupied(run_dir)
+    return overrides
+
+
+def _occupied(run_dir: Path) -> ConfigError:
+    return ConfigError(
+        f"{run_dir} already holds a run (its last.pt); continue it with "
+        f"trainer.resume={shlex.quote(str(run_dir))}, or train into another hydra.run.dir"
+    )
 
 
 COMMAND = HydraCommand("train", "train", check=check, run=run, prepare=prepare)

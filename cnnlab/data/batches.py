@@ -126,7 +126,7 @@ def _streamed(
         num_workers=min(workers, len(index)),  # no idle workers for a short pass
         collate_fn=_collate,
         pin_memory=split.device.type == "cuda",
-        worker_init_fn=_ignore_stop_signals,
+        worker_init_fn=_leave_process_group,
     )
     for batch in loader:
         if isinstance(batch, DataError):
@@ -148,7 +148,7 @@ class _ImageFiles(torch.utils.data.Dataset):
         label, path = self.files[i]
         try:
             return decode_image(path, self.image_size, self.channels), label
-        except DataError as error:
+        except DataError as error:  # decode_image turns every failure into one naming the file
             # Returned, not raised: DataLoader would re-raise it with the worker's traceback in its message.
             return error
 
@@ -162,10 +162,13 @@ def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | DataError:
     return torch.stack(images), torch.tensor(labels, dtype=torch.long)
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group, and so does SIGTERM from timeout, scancel or
-    # kill -- -PGID; only the main process acts on them (the training loop's orderly stop: last.pt,
-    # exit 130/143) and shuts the workers down with their loader, which a killed worker would fail
-    # ("DataLoader worker is killed by signal"). Workers still exit when the main process dies.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _leave_process_group(worker_id: int) -> None:
+    # Ctrl-C reaches the whole foreground process group, and so does SIGTERM from timeout or
+    # kill -- -PGID: only the main process should act on them (the training loop's orderly stop:
+    # last.pt, exit 130/143), shutting the workers down with their loader. A worker in its own group
+    # is not reached; with the default handlers (a forked worker inherits the loop's, which only set
+    # a flag) the loader, or the interpreter's exit, can always terminate it. A worker also exits
+    # when the main process dies.
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from cnnlab.data.splits import stratified_split
 from cnnlab.errors import ConfigError, DataError, did_you_mean
+from cnnlab.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ def _torchvision_loader(dataset_name: str) -> Callable[..., Dataset]:
 
         cls = getattr(torchvision.datasets, dataset_name)
         root_path = Path(root).expanduser()
+        if dataset_name in _IDX_FILES:
+            _check_idx_files(root_path / dataset_name / "raw", dataset_name)
         try:
             train, test = (cls(root_path, train=t, download=download) for t in (True, False))
         except RuntimeError as error:  # torchvision: "Dataset not found" (or a failed download)
@@ -140,6 +142,48 @@ def _torchvision_loader(dataset_name: str) -> Callable[..., Dataset]:
         return Dataset(_to_split(train), None, _to_split(test), list(train.classes))
 
     return load
+
+
+# The MNIST-format sets' files: (images, labels) per split, as torchvision reads them from <root>/<name>/raw.
+_IDX_FILES = {
+    name: (
+        ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    )
+    for name in ("MNIST", "FashionMNIST")
+}
+
+
+def _idx_shape(path: Path, dims: int) -> tuple[int, ...]:
+    """The shape an IDX file's header declares, checked against its magic number and its length."""
+    redo = "delete it (with download on, torchvision fetches it again) or copy a good one"
+    with path.open("rb") as file:
+        header = file.read(4 + 4 * dims)
+    if len(header) < 4 + 4 * dims or header[:2] != b"\0\0" or header[2] != 0x08 or header[3] != dims:
+        raise DataError(f"{path} is not an IDX file of {dims}-d uint8 data (bad header); {redo}")
+    shape = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    expected, size = 4 + 4 * dims + int(np.prod(shape)), path.stat().st_size
+    if size != expected:
+        raise DataError(
+            f"{path} is truncated or corrupt: its header declares {'×'.join(map(str, shape))} values "
+            f"({expected:,} bytes) but the file has {size:,} bytes; {redo}"
+        )
+    return shape
+
+
+def _check_idx_files(raw: Path, dataset_name: str) -> None:
+    """One line for a damaged MNIST-format file (torchvision would report it as missing or crash)."""
+    for images_name, labels_name in _IDX_FILES[dataset_name]:
+        images, labels = raw / images_name, raw / labels_name
+        if not (images.is_file() and labels.is_file()):
+            continue  # missing: torchvision downloads it or reports it
+        count, *_ = _idx_shape(images, 3)
+        (label_count,) = _idx_shape(labels, 1)
+        if count != label_count:
+            raise DataError(
+                f"{images} holds {count:,} images but {labels} holds {label_count:,} labels; the files "
+                "come from different sets: copy both again"
+            )
 
 
 def _to_split(dataset) -> Split:
@@ -161,7 +205,7 @@ def _missing(dataset_name: str, root: Path, download: bool) -> DataError:
     )
 
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 FOLDER_SPLITS = ("train", "val", "test")  # an image folder's split folders; train/ is required
 
 
@@ -212,15 +256,27 @@ def load_imagefolder(
     digest = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]
     cache = Path(cache_dir).expanduser() / f"imagefolder-{digest}.pt"
     if cache.is_file():
-        saved = torch.load(cache, weights_only=True)
+        try:
+            saved = torch.load(cache, weights_only=True)
+            splits = {part: Split(*saved[part]) for part in parts}
+        except Exception as error:  # truncated, overwritten, or of another cnnlab version
+            reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+            raise DataError(
+                f"the decoded-image cache {cache} is unreadable ({reason}); delete it and run again "
+                "(it is rebuilt from the images)"
+            ) from None
     else:
         decoded = {part: decode_images(found, image_size, channels) for part, found in files.items()}
         saved = {part: (split.images, split.labels) for part, split in decoded.items()}
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(saved, partial)
-        os.replace(partial, cache)  # atomic: a concurrent or killed run never sees half a cache
-    splits = {part: Split(*saved[part]) for part in parts}
+        try:  # atomic: a concurrent or killed run never sees half a cache
+            atomic_write(cache, lambda file: torch.save(saved, file))
+        except RuntimeError as error:  # torch's C++ writer: a full disk
+            raise DataError(
+                f"cannot write the decoded-image cache {cache} ({str(error).strip()[:120]}); free space "
+                "there, set dataset.loader.cache_dir=<another disk>, or stream the images "
+                "(dataset.loader.stream=true)"
+            ) from None
+        splits = {part: Split(*saved[part]) for part in parts}
     return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes)
 
 
@@ -236,10 +292,25 @@ def decode_image(path: Path, image_size: list[int], channels: int) -> torch.Tens
     mode = "L" if channels == 1 else "RGB"
     try:
         with Image.open(path) as img:
-            pixels = np.array(img.convert(mode).resize((width, height), Image.BILINEAR))
-    except OSError as error:
-        raise DataError(f"cannot read image {path}: {error}") from error
+            pixels = np.array(_to_8_bit(img).convert(mode).resize((width, height), Image.BILINEAR))
+    except Exception as error:  # PIL raises many types (DecompressionBombError, SyntaxError, ...)
+        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise DataError(f"cannot read image {path}: {reason}; remove or replace the file") from None
     return torch.from_numpy(pixels.reshape(height, width, channels)).permute(2, 0, 1)
+
+
+def _to_8_bit(img):
+    """16- and 32-bit integer images scaled to 8 bits (PIL's convert would clip them at 255)."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.clip(np.asarray(img, dtype=np.float64), 0, None)
+        # Mode 'I' holds 16-bit PNG and TIFF samples in practice, sometimes 8-bit ones; wider values
+        # are scaled by their maximum.
+        peak = values.max(initial=0)
+        top = 65535.0 if img.mode != "I" or 255 < peak <= 65535 else 255.0 if peak <= 255 else peak
+        return Image.fromarray(np.round(values * (255 / top)).astype(np.uint8))
+    return img
 
 
 def decode_images(files: list[tuple[int, Path]], image_size: list[int], channels: int) -> Split:
@@ -274,6 +345,13 @@ def load_dataset(name: str, loader_options: dict, val_fraction: float, split_see
             f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
         )
     data = SOURCES[name](**loader_options)
+    for part, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+        low, high = (int(split.labels.min()), int(split.labels.max())) if split and len(split) else (0, 0)
+        if not 0 <= low <= high < len(data.classes):
+            raise DataError(
+                f"dataset {name}: the {part} split has labels {low}..{high} but {len(data.classes)} classes "
+                f"(0..{len(data.classes) - 1}); its label files are corrupt"
+            )
     if data.val is not None:
         return data
     if val_fraction == 0:

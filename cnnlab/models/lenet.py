@@ -1,4 +1,5 @@
-"""LeNet-5 (d2l 7.6) and its modernized variant (ReLU and max-pooling, the chapter's exercise)."""
+"""LeNet-5 (d2l 7.6) and its modernized variant (ReLU and max-pooling, the chapter's exercise;
+batch normalization after each convolution and hidden linear layer as in d2l 8.5)."""
 
 import torch
 from torch import nn
@@ -13,6 +14,8 @@ class LeNet(nn.Module):
 
     The first linear layer's width is computed from `input_size`, so any input the convolutions
     accept works (the book's LazyLinear does this at the first forward; here it is known up front).
+    With `batch_norm`, each convolution and hidden linear layer is followed by batch normalization
+    before its activation (d2l 8.5), and drops its now redundant bias.
     """
 
     def __init__(
@@ -24,25 +27,36 @@ class LeNet(nn.Module):
         hidden: tuple[int, int],
         activation: type[nn.Module],
         pool: type[nn.Module],
+        batch_norm: bool,
     ) -> None:
         super().__init__()
         c1, c2 = channels
+        h1, h2 = hidden
+
+        def norm(width: int, dims: int) -> list[nn.Module]:
+            return [(nn.BatchNorm2d if dims == 2 else nn.BatchNorm1d)(width)] if batch_norm else []
+
+        bias = not batch_norm
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, c1, kernel_size=5, padding=2),
+            nn.Conv2d(in_channels, c1, kernel_size=5, padding=2, bias=bias),
+            *norm(c1, 2),
             activation(),
             pool(kernel_size=2, stride=2),
-            nn.Conv2d(c1, c2, kernel_size=5),
+            nn.Conv2d(c1, c2, kernel_size=5, bias=bias),
+            *norm(c2, 2),
             activation(),
             pool(kernel_size=2, stride=2),
             nn.Flatten(),
         )
-        with torch.device("meta"):
-            flat = self.features(torch.empty(1, in_channels, *input_size)).shape[1]
-        h1, h2 = hidden
+        with torch.no_grad():  # a shape probe; eval mode leaves batch-norm statistics untouched
+            flat = self.features.eval()(torch.zeros(1, in_channels, *input_size)).shape[1]
+        self.features.train()
         self.classifier = nn.Sequential(
-            nn.Linear(flat, h1),
+            nn.Linear(flat, h1, bias=bias),
+            *norm(h1, 1),
             activation(),
-            nn.Linear(h1, h2),
+            nn.Linear(h1, h2, bias=bias),
+            *norm(h2, 1),
             activation(),
             nn.Linear(h2, num_classes),
         )
@@ -56,7 +70,7 @@ def lenet(
     in_channels: int, num_classes: int, input_size: tuple[int, int], init: str, zero_init_head: bool
 ) -> nn.Module:
     """The book's LeNet-5: sigmoid, average pooling, 6/16 channels, 120/84 hidden units."""
-    model = LeNet(in_channels, num_classes, input_size, (6, 16), (120, 84), nn.Sigmoid, AvgPool2d)
+    model = LeNet(in_channels, num_classes, input_size, (6, 16), (120, 84), nn.Sigmoid, AvgPool2d, False)
     return init_weights(model, init, zero_init_head)
 
 
@@ -69,7 +83,17 @@ def lenet_modern(
     zero_init_head: bool,
     channels: tuple[int, int],
     hidden: tuple[int, int],
+    batch_norm: bool,
 ) -> nn.Module:
-    """LeNet with ReLU and max-pooling; channel and hidden widths configurable."""
-    model = LeNet(in_channels, num_classes, input_size, tuple(channels), tuple(hidden), nn.ReLU, nn.MaxPool2d)
+    """LeNet with ReLU and max-pooling; widths and batch normalization configurable."""
+    model = LeNet(
+        in_channels,
+        num_classes,
+        input_size,
+        tuple(channels),
+        tuple(hidden),
+        nn.ReLU,
+        nn.MaxPool2d,
+        batch_norm,
+    )
     return init_weights(model, init, zero_init_head)

@@ -1,12 +1,11 @@
-"""Checkpoints: atomic writes, `weights_only` reads, and the RNG state needed for exact resume."""
+"""Checkpoints: atomic writes, `weights_only` reads verified by a checksum, and the RNG state needed
+for exact resume."""
 
-import os
+import hashlib
 import pickle
 import random
 import shutil
-import tempfile
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,70 +13,123 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CheckpointError
+from cnnlab.files import atomic_copy, atomic_write
 
 FORMAT = "cnnlab-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: a sha256 of the contents (version 1 files, without it, are still read)
+_STAMPS = ("format", "version", "sha256")  # what save_checkpoint adds around the payload
+CONTENTS = ("model", "optimizer", "scheduler", "scaler", "state", "rng", "config")
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(file)` on a temporary file beside `path`, fsync it, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the user's other tools
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """`atomic_copy` of a checkpoint; a failure to write is one CheckpointError saying what was kept."""
     try:
-        with os.fdopen(fd, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_copy(source: Path, target: Path) -> None:
-    """Copy `source` over `target` atomically (the target is never half-written)."""
-    with source.open("rb") as src:
-        atomic_write(target, lambda file: shutil.copyfileobj(src, file))
+        atomic_copy(source, target)
+    except OSError as error:
+        raise _not_written(target, error) from None
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write a cnnlab checkpoint atomically: a crash leaves the previous file intact."""
-    stamped = {"format": FORMAT, "version": VERSION, **payload}
-    atomic_write(path, lambda file: torch.save(stamped, file))
+    """Write a cnnlab checkpoint atomically: a crash or a full disk leaves the previous file intact."""
+    stamped = {"format": FORMAT, "version": VERSION, **payload, "sha256": contents_digest(payload)}
+    try:
+        atomic_write(path, lambda file: torch.save(stamped, file))
+    except (OSError, RuntimeError) as error:  # torch reports a full disk as RuntimeError ("enforce fail")
+        raise _not_written(path, error) from None
+
+
+def _not_written(path: Path, error: Exception) -> CheckpointError:
+    kept = f"the previous {path.name} was kept" if path.is_file() else f"no {path.name} was written"
+    return CheckpointError(f"cannot write {path}: {_write_failure(error, path.parent)}; {kept}")
+
+
+def _write_failure(error: Exception, directory: Path) -> str:
+    """The reason a write failed, in words: the system's, or for torch's C++ errors ("enforce fail at
+    inline_container.cc") the disk's free space when that is what ran out."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        free = None
+    if free is not None and free < 64 * 2**20:
+        return f"No space left on device ({free / 2**20:.1f} MiB free)"
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
+
+
+def contents_digest(payload: dict[str, Any]) -> str:
+    """A sha256 of every tensor's bytes and every plain value in `payload` (keys in sorted order)."""
+    digest = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        elif isinstance(value, dict):
+            digest.update(b"{")
+            for key in sorted(value, key=str):
+                digest.update(repr(key).encode())
+                feed(value[key])
+            digest.update(b"}")
+        elif isinstance(value, list | tuple):
+            digest.update(b"[")
+            for item in value:
+                feed(item)
+            digest.update(b"]")
+        else:
+            digest.update(repr(value).encode())
+
+    feed(payload)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a cnnlab checkpoint with `weights_only=True`: nothing in the file is executed."""
+    """Read a cnnlab checkpoint with `weights_only=True` (nothing in the file is executed) and verify
+    its checksum: any failure is one CheckpointError line."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        if "weights_only" not in str(error):
+            raise _unreadable(path, error) from None
         raise CheckpointError(
             f"{path} is not a cnnlab checkpoint: it holds objects other than tensors and plain data, "
             "which cnnlab never unpickles (they could run code); use a checkpoint cnnlab wrote"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"{path} is not a readable cnnlab checkpoint (truncated, corrupt or unsafe: {reason[:160]}); "
-            "use another checkpoint or start a new run"
-        ) from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:  # random bytes reach the zip reader and the unpickler in many ways
+        raise _unreadable(path, error) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cnnlab checkpoint (no '{FORMAT}' marker)")
-    if payload.get("version") != VERSION:
+    if payload.get("version") not in (1, VERSION):
         raise CheckpointError(
-            f"{path} is a version {payload.get('version')} checkpoint; this cnnlab reads version {VERSION}"
+            f"{path} is a version {payload.get('version')} checkpoint; this cnnlab reads versions 1-{VERSION}"
         )
+    missing = [key for key in CONTENTS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete cnnlab checkpoint (no {', '.join(missing)})")
+    if payload["version"] >= 2:
+        contents = {key: value for key, value in payload.items() if key not in _STAMPS}
+        if payload.get("sha256") != contents_digest(contents):
+            raise CheckpointError(
+                f"{path} is corrupt: its contents no longer match the checksum written with them "
+                "(a disk or copy error); use another checkpoint (best.pt / last.pt) or start a new run"
+            )
     return payload
+
+
+def _unreadable(path: Path, error: Exception) -> CheckpointError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CheckpointError(
+        f"{path} is not a readable cnnlab checkpoint (truncated or corrupt: {reason[:160]}); "
+        "use another checkpoint or start a new run"
+    )
 
 
 def rng_state() -> dict[str, Any]:

@@ -70,6 +70,7 @@ class RunState:
     early_stopping_best: float = -1.0
     epochs_without_improvement: int = 0
     stopped_early: str | None = None
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # config changes applied by resumes
     history: list[dict[str, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,10 +98,12 @@ class LoopSettings:
 
 
 class StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so no step is cut in half."""
+    """Turns SIGINT/SIGTERM into a flag the loop checks between steps, so no step is cut in half; with
+    `defer=False` (setting up, where there is no step to finish) they raise Interrupted at once."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, defer: bool = True) -> None:
         self.enabled = enabled
+        self.defer = defer
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -112,6 +115,8 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         self.signum = signum
+        if not self.defer:
+            raise Interrupted(signum)
 
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():

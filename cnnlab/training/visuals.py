@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnlab.data.batches import Preprocess, batches
 from cnnlab.data.sources import AnySplit, Dataset
-from cnnlab.training.checkpoint import atomic_write
+from cnnlab.files import atomic_write
 from cnnlab.training.device import autocast
 
 # Sizes of what TensorBoard shows per run: enough to read, small enough to draw in milliseconds.

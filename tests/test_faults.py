@@ -1,0 +1,552 @@
+"""Fault tests (issue: nothing lost, nothing silently wrong): bad images and bombs, fuzzed checkpoints,
+resume changes refused or applied, the run-directory lock, a full and a read-only disk, damaged
+dataset files, early Ctrl-C, and the records of sweeps that were stopped, killed or resumed."""
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import learning_curves, metrics, one_error_line, run_cli
+from PIL import Image
+from test_reliability import SLOW_RUN, start
+from test_train import write_idx
+
+from cnnlab.data.sources import decode_image, load_dataset, load_imagefolder
+from cnnlab.errors import CheckpointError, DataError
+from cnnlab.files import atomic_write
+from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint
+
+# --- images ---------------------------------------------------------------------------------------
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def write_bomb(path: Path) -> None:
+    """A 12 KB PNG whose header declares 20000×20000 pixels: PIL refuses it as a decompression bomb."""
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\0" * 12_000)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", body) + png_chunk(b"IEND", b"")
+    )
+
+
+def write_folder(root: Path, per_class: int = 6) -> None:
+    generator = np.random.default_rng(0)
+    for name in ("a", "b"):
+        folder = root / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = generator.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+
+
+FOLDER_RUN = [
+    "dataset=imagefolder",
+    "dataset.num_classes=2",
+    "dataset.loader.image_size=[16,16]",
+    "trainer.epochs=1",
+]
+
+
+@pytest.mark.parametrize("stream", ["true", "false"])
+def test_a_decompression_bomb_is_one_line_naming_it_and_nothing_hangs(cli, stream):
+    write_folder(cli.cwd / "images")
+    write_bomb(cli.cwd / "images" / "train" / "b" / "bomb.png")
+    result = cli(
+        "train", *FOLDER_RUN, f"dataset.loader.root={cli.cwd / 'images'}", f"dataset.loader.stream={stream}",
+        "dataset.loader.workers=2", timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result.stderr)
+    assert "bomb.png" in line and "decompression bomb" in line.lower()
+
+
+def test_fuzzed_image_files_decode_or_fail_with_one_data_error_naming_the_file(tmp_path):
+    generator = np.random.default_rng(0)
+    originals = []
+    for suffix in (".png", ".jpg", ".bmp", ".tif"):
+        path = tmp_path / f"original{suffix}"
+        Image.fromarray(generator.integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(path)
+        originals.append(path.read_bytes())
+    outcomes = {"decoded": 0, "refused": 0}
+    for i in range(200):
+        data = bytearray(originals[i % len(originals)])
+        if i % 3 == 0:
+            data = data[: generator.integers(0, len(data))]
+        else:
+            for _ in range(generator.integers(1, 16)):
+                data[generator.integers(0, len(data))] = generator.integers(0, 256)
+        path = tmp_path / f"mutated{i}{('.png', '.jpg', '.bmp', '.tif')[i % 4]}"
+        path.write_bytes(bytes(data))
+        try:
+            image = decode_image(path, [8, 8], 3)
+        except DataError as error:
+            assert str(path) in str(error) and "\n" not in str(error)
+            outcomes["refused"] += 1
+        else:
+            assert image.shape == (3, 8, 8) and image.dtype == torch.uint8
+            outcomes["decoded"] += 1
+    assert outcomes["refused"] > 20 and outcomes["decoded"] > 20, outcomes
+
+
+def test_16_bit_images_are_scaled_not_saturated_and_tif_files_are_read(tmp_path):
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)  # 0 .. 63,000
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # a 16-bit grayscale PNG
+    decoded = decode_image(tmp_path / "deep.png", [8, 8], 1)[0].numpy().astype(int)
+    assert np.abs(decoded - np.round(ramp / 257)).max() <= 1
+    assert decoded.max() == 245 and len(np.unique(decoded)) == 64  # not clipped at 255
+    for name in ("a", "b"):
+        (tmp_path / "tif" / "train" / name).mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), 40 if name == "a" else 200, np.uint8)).save(
+            tmp_path / "tif" / "train" / name / "x.tif"
+        )
+    data = load_imagefolder(str(tmp_path / "tif"), [8, 8], 3, str(tmp_path / "cache"), True, 0)
+    assert len(data.train) == 2
+
+
+def test_a_corrupt_decoded_image_cache_is_named(tmp_path):
+    write_folder(tmp_path / "images", per_class=2)
+    load_imagefolder(str(tmp_path / "images"), [8, 8], 3, str(tmp_path / "cache"), False, 0)
+    (cache,) = (tmp_path / "cache").glob("imagefolder-*.pt")
+    cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.raises(DataError, match=f"cache {cache} is unreadable .*delete it and run again"):
+        load_imagefolder(str(tmp_path / "images"), [8, 8], 3, str(tmp_path / "cache"), False, 0)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def small_checkpoint(path: Path) -> None:
+    model = torch.nn.Linear(64, 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    contents = ("optimizer", "scheduler", "scaler", "rng", "config")
+    payload = {"model": model.state_dict(), "state": {"epoch": 1, "step": 5}, **{key: {} for key in contents}}
+    payload["optimizer"] = optimizer.state_dict()
+    save_checkpoint(path, payload)
+
+
+def test_random_and_mutated_checkpoint_bytes_are_always_one_checkpoint_error(tmp_path):
+    small_checkpoint(tmp_path / "good.pt")
+    good = (tmp_path / "good.pt").read_bytes()
+    assert load_checkpoint(tmp_path / "good.pt")["state"]["epoch"] == 1
+    generator = np.random.default_rng(0)
+    path = tmp_path / "fuzz.pt"
+    detected = 0
+    for i in range(400):
+        if i < 200:  # random bytes, some starting like a zip file
+            data = bytes(generator.integers(0, 256, generator.integers(0, 3000), dtype=np.uint8))
+            data = (b"PK\x03\x04" + data) if i % 2 else data
+        else:  # a real checkpoint, truncated or with a run of flipped bytes
+            data = bytearray(good)
+            if i % 4 == 0:
+                data = data[: generator.integers(0, len(data))]
+            else:
+                start_at = generator.integers(0, len(data) - 64)
+                data[start_at : start_at + 64] = bytes(b ^ 0xFF for b in data[start_at : start_at + 64])
+        path.write_bytes(bytes(data))
+        try:
+            load_checkpoint(path)
+        except CheckpointError as error:
+            assert "\n" not in str(error)
+            detected += 1
+    assert detected >= 390  # a flip may land in bytes nothing reads (zip padding), nowhere else
+
+
+def test_a_bit_flip_in_the_weights_is_caught_by_the_checksum(tmp_path):
+    small_checkpoint(tmp_path / "good.pt")
+    data = bytearray((tmp_path / "good.pt").read_bytes())
+    weights = torch.load(tmp_path / "good.pt", weights_only=True)["model"]["weight"]
+    raw = weights.numpy().tobytes()
+    offset = bytes(data).index(raw[:64])  # the stored weight tensor, uncompressed in the zip
+    data[offset + 100] ^= 0x01
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="is corrupt: its contents no longer match the checksum"):
+        load_checkpoint(tmp_path / "flipped.pt")
+
+
+def test_a_checkpoint_without_a_model_is_refused(tmp_path):
+    small_checkpoint(tmp_path / "good.pt")
+    payload = torch.load(tmp_path / "good.pt", weights_only=True)
+    del payload["model"]
+    torch.save(payload, tmp_path / "no_model.pt")
+    with pytest.raises(CheckpointError, match=r"incomplete cnnlab checkpoint \(no model\)"):
+        load_checkpoint(tmp_path / "no_model.pt")
+
+
+def test_orphaned_temporary_files_are_removed_by_the_next_save(tmp_path):
+    orphan = tmp_path / ".last.pt.x1y2z3.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".metrics.json.abc.tmp"
+    other.write_bytes(b"{")
+    atomic_write(tmp_path / "last.pt", lambda file: file.write(b"new"))
+    assert not orphan.exists() and other.exists()  # only the file being written has its orphans removed
+    assert (tmp_path / "last.pt").read_bytes() == b"new"
+
+
+# --- resume ---------------------------------------------------------------------------------------
+
+BASE_RUN = ["trainer.epochs=2", "scheduler=none", "optimizer.lr=0.05"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A finished 2-epoch run (constant lr after warm-up), shared by the resume tests that refuse."""
+    root = tmp_path_factory.mktemp("finished")
+    result = run_cli("train", *BASE_RUN, "hydra.run.dir=run", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root / "run"
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("optimizer.lr=0.001", "optimizer.lr=0.001 differs from the run's optimizer.lr=0.05"),
+        (
+            "model=lenet",
+            "model=lenet sets model.name='lenet', which differs from the run's model.name='lenet_modern'",
+        ),
+        ("optimizer=adam", "optimizer=adam sets optimizer.name='adam'"),
+        ("trainer.batch_size=32", "trainer.batch_size=32 differs from the run's trainer.batch_size=64"),
+        ("dataset.val_fraction=0.2", "dataset.val_fraction=0.2 differs"),
+        ("model.channels=[8,16]", "model.channels=[8,16] differs"),
+    ],
+)
+def test_a_resume_refuses_every_change_it_cannot_honour_in_one_line(finished_run, override, named):
+    before = (finished_run / "last.pt").read_bytes()
+    result = run_cli("train", f"trainer.resume={finished_run}", override, cwd=finished_run.parent)
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result.stderr)
+    assert named in line and "a resume may change only trainer.epochs" in line
+    assert (finished_run / "last.pt").read_bytes() == before
+
+
+def test_a_longer_cosine_schedule_is_refused_on_resume(cli):
+    assert cli("train", "trainer.epochs=1", "hydra.run.dir=run").returncode == 0
+    result = cli("train", "trainer.resume=run", "trainer.epochs=2")
+    assert result.returncode == 2
+    assert "trainer.epochs cannot change from 1 to 2" in one_error_line(result.stderr)
+
+
+def test_a_resume_reads_the_runs_own_config_and_applies_allowed_changes_exactly(cli):
+    assert cli("train", *BASE_RUN, "hydra.run.dir=run").returncode == 0
+    shutil.rmtree(cli.cwd / "run" / ".hydra")  # the resume must not fall back to cnnlab's defaults
+    resumed = cli("train", "trainer.resume=run", "trainer.epochs=3", "trainer.visual_every=0")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at epoch 3" in resumed.stdout
+    assert "resume changes: trainer.epochs 2 → 3, trainer.visual_every 5 → 0" in resumed.stdout
+    found = metrics(cli.cwd / "run")
+    assert found["epochs"] == 3 and found["epochs_planned"] == 3
+    assert found["resumes"] == [
+        {"epoch": 2, "step": 2 * 21, "changes": {"trainer.epochs": [2, 3], "trainer.visual_every": [5, 0]}}
+    ]
+    assert cli("train", *BASE_RUN[1:], "trainer.epochs=3", "hydra.run.dir=fresh").returncode == 0
+    assert learning_curves(cli.cwd / "run") == learning_curves(cli.cwd / "fresh")
+
+
+def test_a_resume_from_best_pt_loads_best_pt(cli):
+    assert cli("train", *BASE_RUN, "hydra.run.dir=run").returncode == 0
+    run_dir = cli.cwd / "run"
+    payload = load_checkpoint(run_dir / "last.pt")  # made into an epoch-1 best.pt, which it is not
+    payload["state"]["epoch"], payload["state"]["history"] = 1, payload["state"]["history"][:1]
+    save_checkpoint(
+        run_dir / "best.pt", {k: v for k, v in payload.items() if k not in ("format", "version", "sha256")}
+    )
+    resumed = cli("train", f"trainer.resume={run_dir / 'best.pt'}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming at epoch 2" in resumed.stdout
+    assert [h["epoch"] for h in metrics(run_dir)["history"]] == [1, 2]
+
+
+def test_a_new_run_into_a_directory_holding_a_run_is_refused(finished_run):
+    before = (finished_run / "metrics.json").read_bytes()
+    result = run_cli("train", "hydra.run.dir=run", cwd=finished_run.parent)
+    assert result.returncode == 2
+    assert "already holds a run (its last.pt); continue it with trainer.resume=" in one_error_line(
+        result.stderr
+    )
+    assert (finished_run / "metrics.json").read_bytes() == before
+
+
+# --- the run-directory lock -----------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_and_a_killed_runs_stale_lock_is_replaced(cli):
+    process = start(cli.cwd, *SLOW_RUN, "hydra.run.dir=run")
+    run_dir = cli.cwd / "run"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for args in (["hydra.run.dir=run"], ["trainer.resume=run"]):
+        result = cli("train", *SLOW_RUN, *args) if args[0].startswith("hydra") else cli("train", *args)
+        assert result.returncode == 2, result.stderr
+        line = one_error_line(result.stderr)
+        assert f"is in use by another cnnlab train (PID {process.pid} on " in line
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    listed = cli("report", "outputs" if (cli.cwd / "outputs").exists() else ".")
+    assert listed.returncode == 0, listed.stderr
+    assert "interrupted" in listed.stdout
+    resumed = cli("train", "trainer.resume=run")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "replaced the stale lock of " in resumed.stdout and f"(PID {process.pid} on " in resumed.stdout
+    assert metrics(run_dir)["status"] == "finished" and not (run_dir / ".cnnlab.lock").exists()
+
+
+# --- a full disk, a read-only disk ----------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 10 MiB tmpfs (root only: skipped elsewhere), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_what_was_kept(cli, small_disk):
+    # A checkpoint of the default model is ~4 MB: epoch 1 writes last.pt and best.pt; epoch 2's new
+    # last.pt no longer fits beside them.
+    result = cli("train", "trainer.epochs=3", f"hydra.run.dir={small_disk / 'run'}")
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result.stderr)
+    assert "No space left on device" in line and "was kept" in line, line
+    assert load_checkpoint(small_disk / "run" / "last.pt")["state"]["epoch"] >= 1  # intact
+    assert not list((small_disk / "run").glob(".*.tmp"))
+
+
+def test_read_only_run_directories_are_one_line_in_every_command(cli, small_disk):
+    assert (
+        cli(
+            "train", "trainer.epochs=1", "model.channels=[6,16]", f"hydra.run.dir={small_disk / 'run'}"
+        ).returncode
+        == 0
+    )
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    run_dir = small_disk / "run"
+    for args in (
+        ["train", f"trainer.resume={run_dir}"],
+        ["evaluate", f"run={run_dir}"],
+        ["activations", f"run={run_dir}", "input=noise"],
+        ["report", str(run_dir)],
+    ):
+        result = cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Read-only file system" in one_error_line(result.stderr), args
+
+
+# --- damaged dataset files ------------------------------------------------------------------------
+
+
+def write_mnist(root: Path, images: int = 40, labels: int | None = None, top_label: int = 9) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    generator = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", generator.integers(0, 256, (images, 28, 28)))
+        values = np.arange(labels or images) % (top_label + 1)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", values)
+    return raw
+
+
+def load_mnist(root: Path):
+    return load_dataset("mnist", {"root": str(root), "download": False}, 0.1, 0)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate", r"train-images-idx3-ubyte is truncated or corrupt: its header declares 40×28×28 values"),
+        ("garbage", r"train-images-idx3-ubyte is not an IDX file of 3-d uint8 data \(bad header\)"),
+        ("empty", r"train-images-idx3-ubyte is not an IDX file"),
+        ("fewer labels", r"holds 40 images but .*train-labels-idx1-ubyte holds 30 labels"),
+        ("labels out of range", r"the train split has labels 0\.\.11 but 10 classes"),
+    ],
+)
+def test_damaged_idx_files_are_one_data_error_naming_the_file(tmp_path, damage, message):
+    raw = write_mnist(tmp_path, labels=30 if damage == "fewer labels" else None,
+                      top_label=11 if damage == "labels out of range" else 9)  # fmt: skip
+    images = raw / "train-images-idx3-ubyte"
+    if damage == "truncate":
+        images.write_bytes(images.read_bytes()[:5000])
+    elif damage == "garbage":
+        images.write_bytes(os.urandom(4000))
+    elif damage == "empty":
+        images.write_bytes(b"")
+    with pytest.raises(DataError, match=message):
+        load_mnist(tmp_path)
+
+
+def test_a_truncated_mnist_file_is_not_reported_as_missing(cli):
+    raw = write_mnist(cli.cwd / "mnist")
+    (raw / "t10k-labels-idx1-ubyte").write_bytes((raw / "t10k-labels-idx1-ubyte").read_bytes()[:20])
+    result = cli(
+        "train", "dataset=mnist", f"dataset.loader.root={cli.cwd / 'mnist'}", "dataset.loader.download=false"
+    )
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "t10k-labels-idx1-ubyte is truncated or corrupt" in line and "not found" not in line
+
+
+# --- stopping in the first seconds ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delay", [0.8, 2.5, 4.5])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_while_starting_is_one_line_and_leaves_a_record(cli, delay, signum):
+    process = start(cli.cwd, "trainer.epochs=1", "hydra.run.dir=run")
+    time.sleep(delay)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    if process.returncode == 0:
+        pytest.skip("the run finished before the signal (a fast machine)")
+    assert process.returncode == 128 + signum, stderr
+    line = one_error_line(stderr)
+    assert f"interrupted by {signal.Signals(signum).name}" in line
+    if (cli.cwd / "run" / "metrics.json").exists():
+        assert metrics(cli.cwd / "run")["status"] == "interrupted"
+    # Setting up had begun (config.yaml is written then): the run says how it ended.
+    assert (cli.cwd / "run" / "metrics.json").exists() or not (cli.cwd / "run" / "config.yaml").exists()
+
+
+# --- sweep records --------------------------------------------------------------------------------
+
+
+def job_statuses(report_stdout: str) -> dict[str, str]:
+    """{job number: status} from a printed report table."""
+    rows = {}
+    for line in report_stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("│┃").split("│")]
+        if len(cells) > 2 and cells[0].isdigit():
+            rows[cells[0]] = cells[-1]
+    return rows
+
+
+def test_a_stopped_sweep_reports_its_runs_and_the_jobs_never_launched_then_a_resume_updates_the_record(cli):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "train", "-m", *SLOW_RUN, "trainer.seed=0,1,2"],
+        cwd=cli.cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", "CNNLAB_DATA_DIR": str(cli.cwd / "data")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(cli.cwd.glob("outputs/train-sweeps/*/*/0_*/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "cnnlab report: 3 run(s)" in stdout
+    assert job_statuses(stdout) == {"0": "interrupted", "1": "pending", "2": "pending"}
+    (sweep_dir,) = cli.cwd.glob("outputs/train-sweeps/*/*")
+    (job_dir,) = sweep_dir.glob("0_*")
+    resumed = cli("train", f"trainer.resume={job_dir}")
+    assert resumed.returncode == 0, resumed.stderr
+    report = cli("report", str(sweep_dir))
+    assert job_statuses(report.stdout) == {"0": "finished", "1": "pending", "2": "pending"}
+
+
+def test_a_killed_sweep_job_is_reported_interrupted(cli):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnlab", "train", "-m", *SLOW_RUN, "trainer.seed=0,1"],
+        cwd=cli.cwd, env={**os.environ, "CNNLAB_DATA_DIR": str(cli.cwd / "data")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(cli.cwd.glob("outputs/train-sweeps/*/*/0_*/last.pt")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (sweep_dir,) = cli.cwd.glob("outputs/train-sweeps/*/*")
+    report = cli("report", str(sweep_dir))
+    assert report.returncode == 0, report.stderr
+    assert job_statuses(report.stdout) == {"0": "interrupted", "1": "pending"}
+    record = json.loads((sweep_dir / ".jobs" / "0.json").read_text())
+    assert record["status"] == "running"  # on disk as the killed job left it; read as interrupted
+
+
+def test_report_lists_unreadable_runs_and_never_aborts(finished_run, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(finished_run, root / "good")
+    shutil.copytree(finished_run, root / "garbage")
+    (root / "garbage" / "metrics.json").write_text("{not json")
+    shutil.copytree(finished_run, root / "shape")
+    (root / "shape" / "metrics.json").write_text(json.dumps({"status": "finished", "best": [1]}))
+    result = run_cli("report", str(root), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "finished" in rows["good"]
+    assert "unreadable" in rows["garbage"] and "unreadable" in rows["shape"]
+    csv_text = (root / "report.csv").read_text()
+    assert "cannot read" in csv_text and "not a cnnlab metrics.json" in csv_text
+
+
+# --- reconciling a resume with the run's saved config (no training) --------------------------------
+
+
+def composed(*overrides: str) -> dict:
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    with initialize_config_module(config_module="cnnlab.configs", version_base="1.3"):
+        return OmegaConf.to_container(compose("train", list(overrides)), resolve=True)
+
+
+def test_reconcile_keeps_the_runs_groups_moves_derived_paths_and_reads_old_runs():
+    from omegaconf import OmegaConf
+
+    from cnnlab.commands.resume import reconcile
+    from cnnlab.errors import ConfigError
+
+    saved = composed("model=resnet18", "scheduler=none", "data_dir=/old", "trainer.resume=/r")
+    saved["optimizer"]["lr"] = 0.05  # an sgd default that has changed since the run
+    del saved["model"]["zero_init_residual"]  # an option newer than the run
+    del saved["dataset"]["val_fraction"], saved["dataset"]["split_seed"]
+    typed = ["trainer.resume=/r", "optimizer=sgd", "data_dir=/new", "trainer.epochs=30"]
+    requested = OmegaConf.create(composed(*typed))
+    config, changes = reconcile(requested, saved, typed, done_epochs=5)
+    assert config.model.name == "resnet18" and "channels" not in config.model  # no lenet_modern keys
+    assert config.optimizer.lr == 0.05  # retyping the run's own group changes nothing
+    assert config.model.zero_init_residual is False  # as the run ran before the option existed
+    assert (config.dataset.val_fraction, config.dataset.split_seed) == (0, 0)
+    assert changes == {"data_dir": ["/old", "/new"], "trainer.epochs": [20, 30]}  # digits reads no files
+    assert config.trainer.epochs == 30
+    with pytest.raises(
+        ConfigError, match=r"trainer\.epochs=3 is fewer than the 5 epochs the run has trained"
+    ):
+        reconcile(
+            OmegaConf.create(composed("trainer.epochs=3", "trainer.resume=/r")),
+            saved,
+            ["trainer.epochs=3"],
+            5,
+        )
+
+
+def test_reconcile_moves_a_loader_root_derived_from_data_dir():
+    from omegaconf import OmegaConf
+
+    from cnnlab.commands.resume import reconcile
+
+    saved = composed("dataset=mnist", "data_dir=/old", "trainer.resume=/r")
+    typed = ["dataset=mnist", "data_dir=/new"]
+    config, changes = reconcile(OmegaConf.create(composed(*typed, "trainer.resume=/r")), saved, typed, 1)
+    assert config.dataset.loader.root == "/new/mnist"
+    assert changes == {"data_dir": ["/old", "/new"], "dataset.loader.root": ["/old/mnist", "/new/mnist"]}
