@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,17 @@ def learning_curves(run_dir: Path) -> list[dict]:
     return [
         {k: v for k, v in h.items() if not k.startswith("throughput")} for h in metrics(run_dir)["history"]
     ]
+
+
+def wait_for_file(root: Path, pattern: str, timeout: float = 120) -> Path:
+    """Wait until a file matching the glob `pattern` exists under `root`; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no {pattern} under {root} after {timeout:.0f} s")
 
 
 def one_error_line(stderr: str) -> str:

@@ -8,7 +8,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import learning_curves, metrics, one_error_line, run_cli
+from conftest import learning_curves, metrics, one_error_line, run_cli, wait_for_file
 from PIL import Image
 from test_reliability import SLOW_RUN, start
 from test_train import write_idx
@@ -283,22 +282,24 @@ def test_a_new_run_into_a_directory_holding_a_run_is_refused(finished_run):
 
 
 def test_a_second_writer_is_refused_and_a_killed_runs_stale_lock_is_replaced(cli):
-    process = start(cli.cwd, *SLOW_RUN, "hydra.run.dir=run")
+    # Long enough to outlive the refused attempts (a constant lr, so the resume may shorten it).
+    long_run = [*SLOW_RUN[1:], "trainer.epochs=100", "scheduler=none", "hydra.run.dir=run"]
+    process = start(cli.cwd, *long_run)
     run_dir = cli.cwd / "run"
-    deadline = time.monotonic() + 120
-    while not (run_dir / "last.pt").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for args in (["hydra.run.dir=run"], ["trainer.resume=run"]):
-        result = cli("train", *SLOW_RUN, *args) if args[0].startswith("hydra") else cli("train", *args)
+    wait_for_file(cli.cwd, "run/last.pt")
+    for attempt in (long_run, ["trainer.resume=run"]):
+        result = cli("train", *attempt)
         assert result.returncode == 2, result.stderr
         line = one_error_line(result.stderr)
         assert f"is in use by another cnnlab train (PID {process.pid} on " in line
+    assert process.poll() is None  # still training: the refusals were of a live writer
     process.send_signal(signal.SIGKILL)
     process.wait()
-    listed = cli("report", "outputs" if (cli.cwd / "outputs").exists() else ".")
+    listed = cli("report", ".")
     assert listed.returncode == 0, listed.stderr
     assert "interrupted" in listed.stdout
-    resumed = cli("train", "trainer.resume=run")
+    trained = load_checkpoint(run_dir / "last.pt")["state"]["epoch"]
+    resumed = cli("train", "trainer.resume=run", f"trainer.epochs={trained + 1}")
     assert resumed.returncode == 0, resumed.stderr
     assert "replaced the stale lock of " in resumed.stdout and f"(PID {process.pid} on " in resumed.stdout
     assert metrics(run_dir)["status"] == "finished" and not (run_dir / ".cnnlab.lock").exists()
@@ -442,14 +443,8 @@ def job_statuses(report_stdout: str) -> dict[str, str]:
 
 
 def test_a_stopped_sweep_reports_its_runs_and_the_jobs_never_launched_then_a_resume_updates_the_record(cli):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cnnlab", "train", "-m", *SLOW_RUN, "trainer.seed=0,1,2"],
-        cwd=cli.cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", "CNNLAB_DATA_DIR": str(cli.cwd / "data")},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list(cli.cwd.glob("outputs/train-sweeps/*/*/0_*/last.pt")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    process = start(cli.cwd, "-m", *SLOW_RUN, "trainer.seed=0,1,2")
+    wait_for_file(cli.cwd, "outputs/train-sweeps/*/*/0_*/last.pt")
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
@@ -465,14 +460,8 @@ def test_a_stopped_sweep_reports_its_runs_and_the_jobs_never_launched_then_a_res
 
 
 def test_a_killed_sweep_job_is_reported_interrupted(cli):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cnnlab", "train", "-m", *SLOW_RUN, "trainer.seed=0,1"],
-        cwd=cli.cwd, env={**os.environ, "CNNLAB_DATA_DIR": str(cli.cwd / "data")},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not list(cli.cwd.glob("outputs/train-sweeps/*/*/0_*/last.pt")) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    process = start(cli.cwd, "-m", *SLOW_RUN, "trainer.seed=0,1")
+    wait_for_file(cli.cwd, "outputs/train-sweeps/*/*/0_*/last.pt")
     process.send_signal(signal.SIGKILL)
     process.wait()
     (sweep_dir,) = cli.cwd.glob("outputs/train-sweeps/*/*")
@@ -550,3 +539,23 @@ def test_reconcile_moves_a_loader_root_derived_from_data_dir():
     config, changes = reconcile(OmegaConf.create(composed(*typed, "trainer.resume=/r")), saved, typed, 1)
     assert config.dataset.loader.root == "/new/mnist"
     assert changes == {"data_dir": ["/old", "/new"], "dataset.loader.root": ["/old/mnist", "/new/mnist"]}
+
+
+def test_an_unforeseen_error_in_a_sweep_job_is_recorded_and_the_sweep_reports(tmp_path, monkeypatch, capsys):
+    from cnnlab.cli import main
+    from cnnlab.commands import train
+
+    real_load_data = train.load_data
+
+    def failing_for_seed_1(cfg, device):
+        if cfg.trainer.seed == 1:
+            raise RuntimeError("boom (not a cnnlab error)")
+        return real_load_data(cfg, device)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "load_data", failing_for_seed_1)
+    assert main(["train", "-m", "trainer.epochs=1", "trainer.seed=0,1"]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert "job 1 (trainer.epochs=1,trainer.seed=1): RuntimeError: boom (not a cnnlab error)" in err
+    assert job_statuses(out) == {"0": "finished", "1": "failed"}

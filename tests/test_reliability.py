@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import learning_curves, metrics, one_error_line, run_dirs
+from conftest import learning_curves, metrics, one_error_line, run_dirs, wait_for_file
 from test_train import scalar_steps
 
 # ~90 steps an epoch on digits: long enough to stop mid-epoch, short enough for the suite.
@@ -208,9 +208,7 @@ def test_a_failing_sweep_job_is_reported_and_the_others_finish(cli):
 
 def test_ctrl_c_stops_a_whole_sweep_not_just_its_current_job(cli):
     process = start(cli.cwd, "-m", "trainer.seed=0,1,2", *SLOW_RUN)
-    deadline = time.monotonic() + 120
-    while not list(cli.cwd.glob("outputs/train-sweeps/*/*/0_*/last.pt")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_file(cli.cwd, "outputs/train-sweeps/*/*/0_*/last.pt")
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

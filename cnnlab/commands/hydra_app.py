@@ -1,5 +1,6 @@
 """Runs a command as a Hydra app: every Hydra flag works, and every bad input is one line, exit 2."""
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +96,11 @@ class HydraCommand:
             if error.exit_code >= 128:  # Ctrl-C or SIGTERM: the user stops the whole sweep
                 raise SystemExit(error.exit_code) from None
             # The sweep goes on; Optuna's sweeper records a trial that returns None as failed.
+            return None
+        except Exception:  # not foreseen (a bug, a library's error): recorded, and the sweep goes on
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print_error(f"cnnlab {self.name}", job.summary)
             return None
 
     def _work(self, cfg: DictConfig) -> Any:
