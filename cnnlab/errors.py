@@ -31,3 +31,12 @@ def file_error(error: OSError) -> str:
     """One line for a failed file operation: the path and the system's reason."""
     where = f"{error.filename}: " if error.filename else ""
     return f"{where}{error.strerror or error}; check that the path exists, is writable and its disk has space"
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of the error (of its cause when it has none, else its type's name),
+    cut to `limit` characters: the reason a one-line message quotes."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines and error.__cause__ is not None:
+        return first_line(error.__cause__, limit)
+    return (lines[0] if lines else type(error).__name__)[:limit]

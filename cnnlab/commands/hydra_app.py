@@ -14,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnnlab.commands import sweep_callback
 from cnnlab.commands.jobs import recorded_job
-from cnnlab.errors import CnnlabError, ConfigError, did_you_mean, file_error
+from cnnlab.errors import CnnlabError, ConfigError, did_you_mean, file_error, first_line
 from cnnlab.training.logging import print_error
 
 CONFIG_MODULE = "cnnlab.configs"
@@ -118,15 +118,7 @@ def _expand_sweep(overrides: list[str]) -> list[list[str]]:
     except Exception as error:
         if "does not support sweep type" in str(error):  # e.g. interval(): the sweeper's business
             return [[o for o in overrides if "(" not in o]]
-        raise ConfigError(f"cannot parse the overrides: {_first_line(error)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    """The first non-empty line of the error, or of its cause when it has no message."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if not lines and error.__cause__ is not None:
-        return _first_line(error.__cause__)
-    return lines[0] if lines else type(error).__name__
+        raise ConfigError(f"cannot parse the overrides: {first_line(error)}") from None
 
 
 def _one_line(error: Exception, command: HydraCommand, overrides: list[str]) -> ConfigError:
@@ -142,7 +134,7 @@ def _one_line(error: Exception, command: HydraCommand, overrides: list[str]) -> 
             + (plugins if group.startswith("hydra/") and not did_you_mean(option, options) else "")
         )
     if isinstance(error, OverrideParseException):
-        return ConfigError(f"{_first_line(error)}; overrides look like key=value (e.g. optimizer.lr=0.01)")
+        return ConfigError(f"{first_line(error)}; overrides look like key=value (e.g. optimizer.lr=0.01)")
     message = str(error)
     if "Could not override" in message or "Could not append" in message:
         key = message.split("'")[1]
@@ -155,8 +147,8 @@ def _one_line(error: Exception, command: HydraCommand, overrides: list[str]) -> 
             f"(use +{key}=… to add a new one)"
         )
     if isinstance(error, OmegaConfBaseException):
-        return ConfigError(f"invalid config: {_first_line(error)}")
-    return ConfigError(f"invalid overrides: {_first_line(error)}")
+        return ConfigError(f"invalid config: {first_line(error)}")
+    return ConfigError(f"invalid overrides: {first_line(error)}")
 
 
 def _all_keys(command: HydraCommand, overrides: list[str]) -> list[str]:

@@ -23,7 +23,7 @@ from cnnlab.commands.resume import find_run_to_resume, reconcile, resume_overrid
 from cnnlab.commands.run_lock import RunLock, refuse_if_locked
 from cnnlab.data.batches import Preprocess, split_stats
 from cnnlab.data.sources import SOURCES, AnySplit, Dataset, load_dataset
-from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, DataError
+from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, DataError, first_line
 from cnnlab.files import atomic_write
 from cnnlab.models import create_model
 from cnnlab.training import distributed
@@ -289,7 +289,7 @@ def _restore(parts: "Training", payload: dict, checkpoint: Path, changes: dict[s
         state = RunState(**payload["state"])
         set_rng_state(payload["rng"])
     except (KeyError, ValueError, IndexError, RuntimeError, TypeError) as error:
-        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        reason = first_line(error, 160)
         raise CheckpointError(
             f"{checkpoint} does not fit the run's model, optimizer or schedule ({reason}); resume with the "
             "run's own config, or start a new run"

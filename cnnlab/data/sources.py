@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.splits import stratified_split
-from cnnlab.errors import ConfigError, DataError, did_you_mean
+from cnnlab.errors import ConfigError, DataError, did_you_mean, first_line
 from cnnlab.files import atomic_write
 
 
@@ -260,7 +260,7 @@ def load_imagefolder(
             saved = torch.load(cache, weights_only=True)
             splits = {part: Split(*saved[part]) for part in parts}
         except Exception as error:  # truncated, overwritten, or of another cnnlab version
-            reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+            reason = first_line(error, 120)
             raise DataError(
                 f"the decoded-image cache {cache} is unreadable ({reason}); delete it and run again "
                 "(it is rebuilt from the images)"
@@ -294,7 +294,7 @@ def decode_image(path: Path, image_size: list[int], channels: int) -> torch.Tens
         with Image.open(path) as img:
             pixels = np.array(_to_8_bit(img).convert(mode).resize((width, height), Image.BILINEAR))
     except Exception as error:  # PIL raises many types (DecompressionBombError, SyntaxError, ...)
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise DataError(f"cannot read image {path}: {reason}; remove or replace the file") from None
     return torch.from_numpy(pixels.reshape(height, width, channels)).permute(2, 0, 1)
 

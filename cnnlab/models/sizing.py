@@ -3,6 +3,7 @@
 import torch
 from torch import nn
 
+from cnnlab.errors import first_line
 from cnnlab.models.registry import create_model
 
 
@@ -18,7 +19,7 @@ def build_error(
             model: nn.Module = create_model(name, in_channels, num_classes, size, **options)
             model.eval()(torch.empty(1, in_channels, *size))
     except (RuntimeError, ValueError) as error:
-        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return first_line(error)
     return None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.errors import CheckpointError
+from cnnlab.errors import CheckpointError, first_line
 from cnnlab.files import atomic_copy, atomic_write
 
 FORMAT = "cnnlab-checkpoint"
@@ -54,8 +54,7 @@ def _write_failure(error: Exception, directory: Path) -> str:
         free = None
     if free is not None and free < 64 * 2**20:
         return f"No space left on device ({free / 2**20:.1f} MiB free)"
-    text = str(error).strip()
-    return text.splitlines()[0][:160] if text else type(error).__name__
+    return first_line(error, 160)
 
 
 def contents_digest(payload: dict[str, Any]) -> str:
@@ -66,7 +65,7 @@ def contents_digest(payload: dict[str, Any]) -> str:
         if isinstance(value, torch.Tensor):
             flat = value.detach().cpu().contiguous().reshape(-1)
             digest.update(f"T{value.dtype}{tuple(value.shape)}".encode())
-            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+            digest.update(flat.view(torch.uint8).numpy())  # the tensor's own bytes: no copy
         elif isinstance(value, dict):
             digest.update(b"{")
             for key in sorted(value, key=str):
@@ -125,9 +124,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _unreadable(path: Path, error: Exception) -> CheckpointError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = first_line(error, 160)
     return CheckpointError(
-        f"{path} is not a readable cnnlab checkpoint (truncated or corrupt: {reason[:160]}); "
+        f"{path} is not a readable cnnlab checkpoint (truncated or corrupt: {reason}); "
         "use another checkpoint or start a new run"
     )
 
