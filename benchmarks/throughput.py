@@ -4,7 +4,8 @@ Run it by hand from the repository root (it is not part of CI):
 
     python benchmarks/throughput.py                    # CPU: lenet@28, resnet18@96, vgg_small@224 + epoch
     python benchmarks/throughput.py --device cuda      # the same on a GPU, plus ResNet-18@96 at batch 256
-    python benchmarks/throughput.py --models lenet --steps 2 --warmup 1 --images 2048 --skip-epoch  # try
+    python benchmarks/throughput.py --models lenet --steps 2 --warmup 1 --images 2048 --skip-epoch \
+        --skip-augment --skip-imagefolder              # a quick try
 
 Both pipelines read the same synthetic Fashion-MNIST: random 28×28 uint8 images written as the four
 IDX files torchvision expects, in a temporary directory. Each model is trained as its d2l preset
@@ -18,6 +19,22 @@ settings and batch size are the configs' own:
   a DataLoader with 4 workers, the same model and SGD, a plain float32 loop that reads the loss and
   accuracy of every batch as d2l's `train_ch6` does.
 
+Two more measurements (--skip-augment, --skip-imagefolder leave them out, goal lines included):
+
+- augmentation: the step of LeNet@28 and ResNet-18@96 (those of --models) with augment=none, as the
+  presets train, against augment=standard (random resized crop + flip, through grid_sample), each step
+  drawing its batch's augmentation as `fit` does (the draw is part of the timed step); alternated
+  --augment-repeats times.
+- image folder: --photos synthetic JPEGs (~100 KB, 400–900 × 300–700 pixels, two classes; a third as
+  many in val/) in a temporary folder, and epochs of ResNet-18@96 with augment=standard (at the
+  d2l_resnet18 preset's batch size, or --batch-size) read from it by cnnlab's `dataset=imagefolder` in
+  memory (stream=false, decoded once into a cache: the cold epoch includes that decode) and streamed
+  (stream=true: DataLoader workers that persist across epochs), against torchvision's ImageFolder +
+  per-sample RandomResizedCrop/flip/ToTensor/Normalize + a DataLoader of --workers workers and the same
+  plain loop as above. An epoch is the training pass (`fit`'s loop: batches, draw, train_step); the
+  cold figure adds the setup (reading the folder, building the model and the pipeline), the warm one
+  is the median of the later epochs.
+
 stdout gets JSON lines (progress notes go to stderr), in this order:
   environment   device, torch/torchvision versions, thread count and the settings
   matmul_peak   GFLOP/s of a large matmul in the dtype of cnnlab's default step (the peak below)
@@ -28,8 +45,17 @@ stdout gets JSON lines (progress notes go to stderr), in this order:
   batch256      (cuda only) ResNet-18@96 at batch 256: images/s and fraction of the bf16 matmul peak
   epoch         LeNet@28: a full training epoch plus a test pass, cnnlab vs reference, in seconds
                 (each timed --epoch-repeats times, alternating; the medians and every run)
+  augment       one per model of lenet/resnet18 in --models: cnnlab images/s with augment=none and
+                augment=standard (medians and every run), the augmentation's share of the step,
+                1 − standard/none images/s = (t_standard − t_none) / t_standard, and the draw alone
+                (ms per batch and as a fraction of the augmented step)
+  imagefolder_epoch  ResNet-18@96 on the JPEG folder: for in_memory, streamed and reference the setup,
+                first-epoch, cold and warm seconds and images/s; the in-memory step alone on batches
+                already gathered (step_images_per_s, timed after each warm epoch on its batches), and
+                the ratios the goals compare
   goal          one line per goal of issue #6 for the device with its value, target and pass/fail
-                (skipped when not measured; "reported" for a figure the issue asks for without a target)
+                (skipped when not measured; "reported" for a figure the issue asks for without a target);
+                the goals of a part left out by --skip-augment or --skip-imagefolder are not printed
 """
 
 import argparse
@@ -62,7 +88,8 @@ from torchvision import transforms
 from cnnlab.commands import checks
 from cnnlab.commands.train import Training, build_training, load_data
 from cnnlab.data.batches import batches, epoch_order
-from cnnlab.data.sources import Dataset
+from cnnlab.data.decode import worker_count
+from cnnlab.data.sources import Dataset, FileSplit
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.training.device import autocast, resolve_channels_last, resolve_device, resolve_precision
@@ -77,6 +104,18 @@ PEAK_BATCH = 256  # the GPU goal: fraction of the bf16 peak reached by ResNet-18
 PREFETCH_FACTOR = 2  # batches each reference worker prepares ahead: torch's default, which d2l keeps
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
 MATMUL_DTYPE = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
+# The augmentation's share of the step: these presets, with augment=none (theirs) vs this one, the
+# heavier of cnnlab's (a random resized crop + flip through grid_sample).
+AUGMENT_MODELS = {"lenet": "lenet@28", "resnet18": "resnet18@96"}
+AUGMENT = "standard"
+AUGMENT_SHARE_GOAL = 0.05
+# The image-folder epoch: ResNet-18 at this input size on JPEGs of scikit-learn's two sample photos.
+FOLDER_SIZE = 96
+FOLDER_CLASSES = ("china", "flower")  # one class per photo: load_sample_images' china.jpg, flower.jpg
+PHOTO_WIDTH, PHOTO_HEIGHT = (400, 900), (300, 700)  # pixel ranges of the written JPEGs
+PHOTO_NOISE = 6.0  # std of the Gaussian noise added: photo-like detail, ~100 KB at quality 90
+PHOTO_QUALITY = 90
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the reference's Normalize
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--workers", type=int, default=4, help="reference DataLoader workers (d2l: 4)")
     parser.add_argument(
+        "--skip-augment", action="store_true", help="skip the augmentation's share of the step"
+    )
+    parser.add_argument(
+        "--augment-repeats",
+        type=int,
+        default=3,
+        help="augment=none and augment=standard measurements per model, alternating (medians compared)",
+    )
+    parser.add_argument(
+        "--skip-imagefolder", action="store_true", help="skip the ResNet-18@96 image-folder epochs"
+    )
+    parser.add_argument(
+        "--photos", type=int, default=300, help="synthetic JPEGs in the image folder's train/ (val/: a third)"
+    )
+    parser.add_argument(
+        "--imagefolder-epochs",
+        type=int,
+        default=3,
+        help="image-folder epochs per pipeline: the first is cold, the median of the others is warm",
+    )
+    parser.add_argument(
         "--set",
         nargs="*",
         default=[],
@@ -123,6 +183,12 @@ def check_args(
         parser.error("--steps, --images and --epoch-repeats must be ≥ 1, --warmup and --workers ≥ 0")
     if min(batch_sizes.values()) < 1:
         parser.error("--batch-size must be ≥ 1")
+    if args.augment_repeats < 1 or args.imagefolder_epochs < 2:
+        parser.error("--augment-repeats must be ≥ 1 and --imagefolder-epochs ≥ 2 (a cold and a warm epoch)")
+    if args.photos < 3 * len(FOLDER_CLASSES):
+        parser.error(
+            f"--photos must be ≥ {3 * len(FOLDER_CLASSES)}: val/ gets a third, each class one or more"
+        )
     largest = max(batch_sizes[name] for name in args.models)
     if args.device.type == "cuda" and "resnet18" in args.models:
         largest = max(largest, PEAK_BATCH)
@@ -192,23 +258,40 @@ class CnnlabPipeline:
     data: Dataset
     channels_last: bool
     seed: int
+    steps_taken: int = 0  # steps so far: a step given no batch index draws its augmentation as this one
 
     @property
     def precision(self) -> str:
         """The precision the step runs in ('auto' resolved for the device)."""
         return self.training.settings.precision
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One `train_step`; returns its summed loss and correct count, on the device."""
+    def draws(self, n: int, epoch: int, batch: int) -> dict[str, torch.Tensor] | None:
+        """A batch's augmentation parameters as `fit` draws them, on the device (None: no augmentation)."""
+        augment = self.training.augment
+        if augment is None:
+            return None
+        draws = augment.draw(n, self.seed, epoch, batch, SINGLE_PROCESS.rank)
+        device = self.data.train.device
+        return {key: value.to(device, non_blocking=True) for key, value in draws.items()}
+
+    def step(
+        self, images: torch.Tensor, labels: torch.Tensor, epoch: int = 0, batch: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step as `fit` takes it: the batch's augmentation drawn (when configured), then `train_step`;
+        returns its summed loss and correct count, on the device."""
+        batch = self.steps_taken if batch is None else batch
+        self.steps_taken += 1
         t = self.training
+        draws = self.draws(len(labels), epoch, batch)
         loss, hits, _ = train_step(
-            t.forward, images, labels, t.optimizer, t.scheduler, t.scaler, t.settings.clip_grad_norm
+            t.forward, images, labels, t.optimizer, t.scheduler, t.scaler, t.settings.clip_grad_norm, draws
         )
         return loss, hits
 
-    def train_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled uint8 batches of the first epoch, as `fit` draws them."""
-        return batches(self.data.train, batch_size, epoch_order(len(self.data.train), self.seed, 0))
+    def train_batches(self, batch_size: int, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled uint8 batches of an epoch (the first by default), as `fit` draws them."""
+        order = epoch_order(len(self.data.train), self.seed, epoch)
+        return batches(self.data.train, batch_size, order)
 
 
 def build_model(cfg: DictConfig, device: torch.device) -> nn.Module:
@@ -456,23 +539,34 @@ def measure_peak_batch(
     )
 
 
-def time_cnnlab_epoch(
-    cfg: DictConfig, data: Dataset, args: argparse.Namespace, batch_size: int
-) -> tuple[float, float]:
-    """Seconds and test accuracy of one epoch the cnnlab way: train_step over all batches + evaluate."""
-    device = args.device
-    pipeline = build_cnnlab(cfg, data, batch_size)
+def training_pass(
+    pipeline: CnnlabPipeline, stream: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int
+) -> float:
+    """Seconds of `fit`'s training loop over `stream` (read inside the clock: a generator's gathering or
+    decoding counts): each batch's draw + train_step, the summed losses kept on the device until the end."""
+    device = pipeline.data.train.device
     pipeline.training.model.train()
-    for batch in itertools.islice(pipeline.train_batches(batch_size), args.warmup):
-        pipeline.step(*batch)
     synchronize(device)
     tic = time.perf_counter()
     # As in fit: per-step sums stay on the device until the epoch's end.
     loss_sum = torch.zeros((), device=device)
-    for images, labels in pipeline.train_batches(batch_size):
-        loss, _ = pipeline.step(images, labels)
+    for batch, (images, labels) in enumerate(stream):
+        loss, _ = pipeline.step(images, labels, epoch, batch)
         loss_sum += loss
     loss_sum.item()
+    return time.perf_counter() - tic
+
+
+def time_cnnlab_epoch(
+    cfg: DictConfig, data: Dataset, args: argparse.Namespace, batch_size: int
+) -> tuple[float, float]:
+    """Seconds and test accuracy of one epoch the cnnlab way: train_step over all batches + evaluate."""
+    pipeline = build_cnnlab(cfg, data, batch_size)
+    pipeline.training.model.train()
+    for batch in itertools.islice(pipeline.train_batches(batch_size), args.warmup):
+        pipeline.step(*batch)
+    seconds = training_pass(pipeline, pipeline.train_batches(batch_size), 0)
+    tic = time.perf_counter()
     _, accuracy = evaluate(
         pipeline.training.model,
         data.test,
@@ -480,7 +574,7 @@ def time_cnnlab_epoch(
         cfg.trainer.eval_batch_size,
         pipeline.precision,
     )
-    return time.perf_counter() - tic, accuracy
+    return seconds + time.perf_counter() - tic, accuracy
 
 
 def time_reference_epoch(
@@ -536,6 +630,244 @@ def measure_epoch(
     )
 
 
+def measure_augment(
+    model_name: str,
+    cfg: DictConfig,
+    augmented_cfg: DictConfig,
+    data: Dataset,
+    args: argparse.Namespace,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The `augment` line of one model: cnnlab's step (draw + train_step) with the preset's augment=none
+    against augment=standard, alternated `--augment-repeats` times; the share compares the medians."""
+    pipelines = {
+        "none": build_cnnlab(cfg, data, batch_size),
+        AUGMENT: build_cnnlab(augmented_cfg, data, batch_size),
+    }
+    runs: dict[str, list[float]] = {side: [] for side in pipelines}
+    for repeat in range(1, args.augment_repeats + 1):
+        note(
+            f"{model_name}: cnnlab step with augment=none, then augment={AUGMENT}, "
+            f"{repeat}/{args.augment_repeats}"
+        )
+        for side, pipeline in pipelines.items():
+            runs[side].append(round(measure_cnnlab(pipeline, batch_size, args.warmup, args.steps), 1))
+    plain, augmented = (statistics.median(runs[side]) for side in pipelines)
+    augment = pipelines[AUGMENT].training.augment
+    tic = time.perf_counter()
+    for batch in range(args.steps):  # the draw alone, on the CPU as in the step
+        augment.draw(batch_size, cfg.trainer.seed, 0, batch)
+    draw_seconds = (time.perf_counter() - tic) / args.steps
+    return emit(
+        "augment",
+        model=model_name,
+        input_size=list(checks.input_size(cfg)),
+        batch_size=batch_size,
+        augment=AUGMENT,
+        crop=augment.crop,
+        flip=augment.flip,
+        precision=pipelines[AUGMENT].precision,
+        none_images_per_s=plain,
+        augment_images_per_s=augmented,
+        # (t_aug − t_none) / t_aug with t = batch_size / images/s
+        share=round(1 - augmented / plain, 4),
+        none_runs=runs["none"],
+        augment_runs=runs[AUGMENT],
+        draw_ms_per_batch=round(draw_seconds * 1e3, 3),
+        draw_fraction=round(draw_seconds * augmented / batch_size, 4),
+    )
+
+
+def write_photo_folder(root: Path, train: int, val: int, seed: int) -> float:
+    """`train` and `val` JPEGs in root/train/<class>/ and root/val/<class>/, the classes alternating:
+    random crops of scikit-learn's two sample photos (one class each) resized to 400–900 × 300–700
+    pixels, with Gaussian noise for a camera photo's detail, at quality 90 (~100 KB each).
+    Returns their mean size in KB."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images  # china.jpg, flower.jpg: 427×640 RGB
+    generator = np.random.default_rng(seed)
+    sizes = []
+    for part, count in (("train", train), ("val", val)):
+        for name in FOLDER_CLASSES:
+            (root / part / name).mkdir(parents=True)
+        for i in range(count):
+            label = i % len(FOLDER_CLASSES)
+            photo = photos[label]
+            height, width = photo.shape[:2]
+            crop_h, crop_w = (
+                generator.integers(height // 2, height + 1),
+                generator.integers(width // 2, width + 1),
+            )
+            top, left = generator.integers(0, height - crop_h + 1), generator.integers(0, width - crop_w + 1)
+            size = (
+                int(generator.integers(PHOTO_WIDTH[0], PHOTO_WIDTH[1] + 1)),
+                int(generator.integers(PHOTO_HEIGHT[0], PHOTO_HEIGHT[1] + 1)),
+            )
+            crop = Image.fromarray(photo[top : top + crop_h, left : left + crop_w]).resize(
+                size, Image.BILINEAR
+            )
+            pixels = np.asarray(crop, dtype=np.float32)
+            pixels = pixels + generator.normal(0, PHOTO_NOISE, size=pixels.shape)
+            path = root / part / FOLDER_CLASSES[label] / f"{i:05d}.jpg"
+            Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8)).save(
+                path, quality=PHOTO_QUALITY
+            )
+            sizes.append(path.stat().st_size)
+    return sum(sizes) / len(sizes) / 1024
+
+
+def compose_folder(
+    root: Path, tmp: Path, device: torch.device, stream: bool, args: argparse.Namespace
+) -> DictConfig:
+    """The `cnnlab train` config of ResNet-18@96 with augment=standard on the image folder at `root`,
+    in memory (decoded once into a cache under `tmp`) or streamed, with the user's `--set` overrides."""
+    return compose(
+        "train",
+        overrides=[
+            "dataset=imagefolder",
+            "model=resnet18",
+            f"resize={FOLDER_SIZE}",
+            f"dataset.loader.image_size=[{FOLDER_SIZE},{FOLDER_SIZE}]",
+            f"dataset.loader.root={root}",
+            f"dataset.num_classes={len(FOLDER_CLASSES)}",
+            f"augment={AUGMENT}",
+            f"dataset.loader.stream={str(stream).lower()}",
+            f"dataset.loader.cache_dir={tmp / 'imagefolder-cache'}",
+            f"data_dir={tmp}",
+            f"trainer.device={device}",
+            f"trainer.epochs={args.imagefolder_epochs}",  # the schedule spans the epochs timed
+            *args.set,
+        ],
+    )
+
+
+def epoch_figures(images: int, setup: float, seconds: list[float]) -> dict[str, Any]:
+    """One pipeline's image-folder figures: cold = setup + first epoch, warm = the later epochs' median."""
+    cold, warm = setup + seconds[0], statistics.median(seconds[1:])
+    return {
+        "setup_seconds": round(setup, 3),
+        "first_epoch_seconds": round(seconds[0], 3),
+        "cold_seconds": round(cold, 3),
+        "warm_seconds": round(warm, 3),
+        "warm_runs": [round(s, 3) for s in seconds[1:]],
+        "cold_images_per_s": round(images / cold, 1),
+        "warm_images_per_s": round(images / warm, 1),
+    }
+
+
+def time_cnnlab_folder(
+    cfg: DictConfig, args: argparse.Namespace, batch_size: int, step_runs: list[float] | None = None
+) -> tuple[dict[str, Any], CnnlabPipeline]:
+    """Epochs of cnnlab on the image folder as `cnnlab train` runs them: setup (load_data, whose first
+    decode fills the cache in memory, + build_training), then `--imagefolder-epochs` training passes.
+    With `step_runs`, after each warm epoch its batches are gathered again and stepped alone (the
+    images/s of each such pass are appended): the step's own speed, for the epoch to be compared with."""
+    device = args.device
+    synchronize(device)
+    tic = time.perf_counter()
+    data = load_data(cfg, device)
+    pipeline = build_cnnlab(cfg, data, batch_size)
+    setup = time.perf_counter() - tic
+    seconds = []
+    for epoch in range(args.imagefolder_epochs):
+        seconds.append(training_pass(pipeline, pipeline.train_batches(batch_size, epoch), epoch))
+        if epoch and step_runs is not None:
+            held = list(pipeline.train_batches(batch_size, epoch))  # gathered before the clock starts
+            step_runs.append(round(len(data.train) / training_pass(pipeline, held, epoch), 1))
+    return epoch_figures(len(data.train), setup, seconds), pipeline
+
+
+def time_reference_folder(
+    cfg: DictConfig, root: Path, args: argparse.Namespace, batch_size: int
+) -> dict[str, Any]:
+    """Epochs of the torchvision way: ImageFolder with per-sample RandomResizedCrop, flip, ToTensor and
+    Normalize, a shuffled DataLoader of `--workers` workers (started again each epoch, as d2l's are),
+    the same model and optimizer in the plain float32 loop."""
+    device = args.device
+    tic = time.perf_counter()
+    transform = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(FOLDER_SIZE),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    dataset = torchvision.datasets.ImageFolder(root / "train", transform=transform)
+    loader = DataLoader(
+        dataset,
+        batch_size,
+        shuffle=True,
+        num_workers=args.workers,
+        prefetch_factor=PREFETCH_FACTOR if args.workers else None,
+    )
+    model = build_model(cfg, device).train()
+    optimizer = build_optimizer_of(cfg, model)
+    setup = time.perf_counter() - tic
+    seconds = []
+    for _ in range(args.imagefolder_epochs):
+        synchronize(device)
+        tic = time.perf_counter()
+        for images, labels in loader:
+            reference_step(model, optimizer, images, labels, device)
+        synchronize(device)
+        seconds.append(time.perf_counter() - tic)
+    return epoch_figures(len(dataset), setup, seconds)
+
+
+def measure_imagefolder(args: argparse.Namespace, tmp: Path, batch_size: int) -> dict[str, Any]:
+    """The `imagefolder_epoch` line: ResNet-18@96 epochs on a folder of synthetic JPEGs, cnnlab in
+    memory and streamed against the torchvision reference, and the in-memory step alone."""
+    root = tmp / "photos"
+    val = args.photos // 3
+    note(f"imagefolder: writing {args.photos} + {val} JPEGs")
+    mean_kb = write_photo_folder(root, args.photos, val, seed=0)
+    step_runs: list[float] = []
+    epochs = args.imagefolder_epochs
+    note(f"imagefolder: resnet18@{FOLDER_SIZE}, cnnlab in memory (first decode, then {epochs} epochs)")
+    in_memory, pipeline = time_cnnlab_folder(
+        compose_folder(root, tmp, args.device, False, args), args, batch_size, step_runs
+    )
+    precision = pipeline.precision
+    del pipeline
+    note(f"imagefolder: resnet18@{FOLDER_SIZE}, cnnlab streamed ({epochs} epochs)")
+    streamed_cfg = compose_folder(root, tmp, args.device, True, args)
+    streamed, pipeline = time_cnnlab_folder(streamed_cfg, args, batch_size)
+    for split in (pipeline.data.train, pipeline.data.val):  # its workers would idle through the reference
+        if isinstance(split, FileSplit):
+            split.reader.close()
+    del pipeline
+    note(
+        f"imagefolder: resnet18@{FOLDER_SIZE}, reference ({args.workers} DataLoader workers, {epochs} epochs)"
+    )
+    reference = time_reference_folder(streamed_cfg, root, args, batch_size)
+    step = statistics.median(step_runs)
+    return emit(
+        "imagefolder_epoch",
+        model="resnet18",
+        input_size=[FOLDER_SIZE, FOLDER_SIZE],
+        batch_size=batch_size,
+        augment=AUGMENT,
+        precision=precision,
+        train_images=args.photos,
+        val_images=val,
+        mean_file_kb=round(mean_kb, 1),
+        epochs=epochs,
+        cnnlab_workers=worker_count(streamed_cfg.dataset.loader.workers),
+        reference_workers=args.workers,
+        in_memory=in_memory,
+        streamed=streamed,
+        reference=reference,
+        step_images_per_s=step,
+        step_runs=step_runs,
+        in_memory_vs_step=round(in_memory["warm_images_per_s"] / step, 3),
+        in_memory_vs_reference=round(in_memory["warm_images_per_s"] / reference["warm_images_per_s"], 2),
+        streamed_vs_reference=round(streamed["warm_images_per_s"] / reference["warm_images_per_s"], 2),
+    )
+
+
 def goal(description: str, value: float | None, target: float, higher_is_better: bool = True) -> dict:
     """One `goal` line: pass/fail against `target`, or skipped when it was not measured."""
     if value is None:
@@ -545,8 +877,27 @@ def goal(description: str, value: float | None, target: float, higher_is_better:
     return emit("goal", goal=description, value=value, target=target, status=status)
 
 
-def report_goals(device: torch.device, rows: dict[str, dict], epoch: dict | None, peak: dict | None) -> None:
-    """The issue's goals for `device`, each against the reference measured in this run."""
+def reported(description: str, value: Any) -> dict:
+    """One `goal` line for a figure asked for without a target: reported, or skipped when not measured."""
+    return emit(
+        "goal",
+        goal=description,
+        value=value,
+        target=None,
+        status="reported" if value is not None else "skipped",
+    )
+
+
+def report_goals(
+    device: torch.device,
+    rows: dict[str, dict],
+    epoch: dict | None,
+    peak: dict | None,
+    augment: dict[str, dict] | None = None,
+    folder: dict | None = None,
+) -> None:
+    """The issue's goals for `device`, each against the reference measured in this run; those of the
+    augmentation (`augment`: its lines by model) and the image folder only where that part ran."""
 
     def ratio(model: str) -> float | None:
         return rows[model]["ratio"] if model in rows else None
@@ -557,23 +908,32 @@ def report_goals(device: torch.device, rows: dict[str, dict], epoch: dict | None
         goal("cpu: resnet18@96 images/s ≥ 2× the reference", ratio("resnet18"), 2.0)
         goal("cpu: vgg_small@224 images/s ≥ 2× the reference", ratio("vgg_small"), 2.0)
         goal("cpu: data handling < 3% of the cnnlab step time (worst model)", data_handling, 0.03, False)
+        for model, label in AUGMENT_MODELS.items() if augment is not None else ():
+            share = augment[model]["share"] if model in augment else None
+            goal(
+                f"cpu: {label} augment={AUGMENT} (draw included) < 5% of the step",
+                share,
+                AUGMENT_SHARE_GOAL,
+                False,
+            )
     else:
         goal("cuda: resnet18@96 images/s ≥ 5× the reference on the same GPU", ratio("resnet18"), 5.0)
-        emit(
-            "goal",
-            goal=f"cuda: report resnet18@96 images/s and fraction of the bf16 peak at batch {PEAK_BATCH}",
-            value=peak and {"images_per_s": peak["images_per_s"], "peak_fraction": peak["peak_fraction"]},
-            target=None,
-            status="reported" if peak else "skipped",
+        reported(
+            f"cuda: report resnet18@96 images/s and fraction of the bf16 peak at batch {PEAK_BATCH}",
+            peak and {"images_per_s": peak["images_per_s"], "peak_fraction": peak["peak_fraction"]},
         )
         # A goal on CPU only; a compiled GPU step fuses the preprocessing this times eagerly.
-        emit(
-            "goal",
-            goal="cuda: report data handling as a fraction of the cnnlab step time (worst model)",
-            value=data_handling,
-            target=None,
-            status="reported" if data_handling is not None else "skipped",
+        reported(
+            "cuda: report data handling as a fraction of the cnnlab step time (worst model)", data_handling
         )
+        for model, label in AUGMENT_MODELS.items() if augment is not None else ():  # a goal on CPU only
+            share = augment[model]["share"] if model in augment else None
+            reported(f"cuda: report {label} augment={AUGMENT}'s share of the step (draw included)", share)
+    if folder is not None:
+        where = f"{device.type}: imagefolder resnet18@{FOLDER_SIZE}"
+        goal(f"{where} warm in-memory epoch ≥ 0.9× the step's images/s", folder["in_memory_vs_step"], 0.9)
+        goal(f"{where} warm in-memory epoch ≥ 3× the reference's", folder["in_memory_vs_reference"], 3.0)
+        goal(f"{where} warm streamed epoch ≥ 1.5× the reference's", folder["streamed_vs_reference"], 1.5)
 
 
 def cpu_name() -> str:
@@ -621,6 +981,9 @@ def main() -> None:
             steps=args.steps,
             warmup=args.warmup,
             workers=args.workers,
+            augment_repeats=None if args.skip_augment else args.augment_repeats,
+            photos=None if args.skip_imagefolder else args.photos,
+            imagefolder_epochs=None if args.skip_imagefolder else args.imagefolder_epochs,
         )
         dtype = MATMUL_DTYPE[precision]
         note(f"matmul peak ({dtype})")
@@ -636,7 +999,24 @@ def main() -> None:
         epoch = None
         if not args.skip_epoch:
             epoch = measure_epoch(configs["lenet"], data, args, data_dir, batch_sizes["lenet"])
-        report_goals(device, rows, epoch, peak_row)
+        augment = None
+        if not args.skip_augment:
+            augment = {
+                name: measure_augment(
+                    name,
+                    configs[name],
+                    compose_preset(name, data_dir, device, [f"augment={AUGMENT}", *args.set]),
+                    data,
+                    args,
+                    batch_sizes[name],
+                )
+                for name in AUGMENT_MODELS
+                if name in args.models
+            }
+        folder = None
+        if not args.skip_imagefolder:
+            folder = measure_imagefolder(args, data_dir, batch_sizes["resnet18"])
+        report_goals(device, rows, epoch, peak_row, augment, folder)
 
 
 if __name__ == "__main__":

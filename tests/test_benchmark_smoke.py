@@ -24,7 +24,7 @@ def run_benchmark(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_tiny_run_prints_every_figure_as_json_lines(tmp_path):
     result = run_benchmark(
         "--models", "lenet", "--steps", "2", "--warmup", "1", "--images", "640", "--workers", "1",
-        "--skip-epoch", cwd=tmp_path,
+        "--skip-epoch", "--skip-augment", "--skip-imagefolder", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -73,7 +73,7 @@ def test_too_few_images_for_the_steps_is_one_error_line(tmp_path):
 def test_epoch_timing_alternates_the_pipelines_and_compares_medians(tmp_path):
     result = run_benchmark(
         "--models", "lenet", "--steps", "1", "--warmup", "1", "--images", "640", "--workers", "1",
-        "--epoch-repeats", "3", cwd=tmp_path,
+        "--epoch-repeats", "3", "--skip-augment", "--skip-imagefolder", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     (epoch,) = [line for line in map(json.loads, result.stdout.splitlines()) if line["kind"] == "epoch"]
@@ -84,3 +84,55 @@ def test_epoch_timing_alternates_the_pipelines_and_compares_medians(tmp_path):
     assert epoch["speedup"] == round(epoch["reference_seconds"] / epoch["cnnlab_seconds"], 2)
     assert 0 <= epoch["cnnlab_test_acc"] <= 1 and 0 <= epoch["reference_test_acc"] <= 1
     assert result.stderr.count("cnnlab, then reference") == 3
+
+
+def test_augmentation_share_and_image_folder_epochs_are_measured(tmp_path):
+    result = run_benchmark(
+        "--models", "lenet", "--steps", "1", "--warmup", "1", "--images", "640", "--workers", "1",
+        "--skip-epoch", "--augment-repeats", "2", "--photos", "12", "--imagefolder-epochs", "2",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = ["environment", "matmul_peak", "throughput", "augment", "imagefolder_epoch"]
+    assert [line["kind"] for line in lines] == kinds + ["goal"] * 9  # 4 as before, 2 augment, 3 folder
+    environment, augment, folder = lines[0], lines[3], lines[4]
+    settings = ("augment_repeats", "photos", "imagefolder_epochs")
+    assert [environment[key] for key in settings] == [2, 12, 2]
+
+    # The augmentation's share of LeNet's step (resnet18 is not in --models: its goal is skipped).
+    assert (augment["model"], augment["input_size"], augment["batch_size"]) == ("lenet", [28, 28], 128)
+    assert (augment["augment"], augment["crop"], augment["flip"]) == ("standard", "resized", True)
+    assert len(augment["none_runs"]) == len(augment["augment_runs"]) == 2
+    for field in ("none_images_per_s", "augment_images_per_s", "draw_ms_per_batch", "draw_fraction"):
+        assert augment[field] > 0, field
+    assert augment["none_images_per_s"] == sum(augment["none_runs"]) / 2  # the median of two
+    assert augment["share"] == round(1 - augment["augment_images_per_s"] / augment["none_images_per_s"], 4)
+
+    # ResNet-18@96 epochs on the JPEG folder: cnnlab in memory and streamed, the reference, the step.
+    assert (folder["model"], folder["input_size"], folder["batch_size"]) == ("resnet18", [96, 96], 128)
+    assert (folder["train_images"], folder["val_images"], folder["epochs"]) == (12, 4, 2)
+    assert folder["mean_file_kb"] > 20 and folder["cnnlab_workers"] >= 1 and folder["reference_workers"] == 1
+    for side in ("in_memory", "streamed", "reference"):
+        figures = folder[side]
+        for field in ("first_epoch_seconds", "cold_seconds", "warm_seconds", "cold_images_per_s"):
+            assert figures[field] > 0, (side, field)
+        assert figures["setup_seconds"] >= 0 and len(figures["warm_runs"]) == 1
+        assert (
+            abs(figures["cold_seconds"] - figures["setup_seconds"] - figures["first_epoch_seconds"]) < 0.002
+        )
+        assert abs(figures["warm_images_per_s"] - 12 / figures["warm_seconds"]) < 0.1, side
+    assert folder["step_images_per_s"] > 0 and len(folder["step_runs"]) == 1
+    warm = folder["in_memory"]["warm_images_per_s"]
+    assert folder["in_memory_vs_step"] == round(warm / folder["step_images_per_s"], 3)
+    assert folder["in_memory_vs_reference"] == round(warm / folder["reference"]["warm_images_per_s"], 2)
+
+    goals = lines[5:]
+    lenet_goal, resnet_goal = goals[4:6]
+    assert lenet_goal["value"] == augment["share"] and lenet_goal["target"] == 0.05
+    assert lenet_goal["status"] == ("pass" if augment["share"] < 0.05 else "fail")
+    assert resnet_goal["goal"].startswith("cpu: resnet18@96 augment") and resnet_goal["status"] == "skipped"
+    ratios = ("in_memory_vs_step", "in_memory_vs_reference", "streamed_vs_reference")
+    for line, ratio, target in zip(goals[6:], ratios, (0.9, 3.0, 1.5), strict=True):
+        assert "imagefolder" in line["goal"] and (line["value"], line["target"]) == (folder[ratio], target)
+        assert line["status"] == ("pass" if folder[ratio] >= target else "fail")

@@ -13,6 +13,8 @@ from cnnlab.data.sources import FileSplit, Split, load_digits, load_imagefolder
 from cnnlab.errors import DataError
 from cnnlab.training.distributed import Distributed
 
+LOADER = dict(memory_budget=0.25, skip_unreadable=False)  # configs/dataset/imagefolder.yaml's
+
 
 def test_every_sample_is_seen_once_per_epoch_in_a_seeded_order():
     split = Split(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), torch.arange(100))
@@ -78,13 +80,19 @@ def test_imagefolder_decodes_once_then_reads_the_cache(tmp_path):
                 tmp_path / "img" / part / name / "x.png"
             )
     cache = tmp_path / "cache"
-    first = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None)
+    first = load_imagefolder(
+        str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None, **LOADER
+    )
     assert len(list(cache.glob("*.pt"))) == 1
-    again = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None)
+    again = load_imagefolder(
+        str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None, **LOADER
+    )
     assert torch.equal(first.train.images, again.train.images) and again.classes == ["a", "b"]
     assert first.train.images.shape == (2, 1, 8, 8) and first.train.images[0].min() == 200
     Image.fromarray(np.full((10, 12, 3), 90, np.uint8)).save(tmp_path / "img" / "train" / "a" / "y.png")
-    changed = load_imagefolder(str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None)
+    changed = load_imagefolder(
+        str(tmp_path / "img"), [8, 8], 1, str(cache), stream=False, workers=None, **LOADER
+    )
     assert len(changed.train) == 3 and len(list(cache.glob("*.pt"))) == 2
 
 
@@ -102,7 +110,9 @@ def write_image_folder(root, per_class: dict[str, int]) -> None:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_streamed_batches_are_the_in_memory_batches_byte_for_byte(tmp_path, workers):
     write_image_folder(tmp_path / "img", {"train": 7, "val": 3})
-    load = dict(root=str(tmp_path / "img"), image_size=[12, 10], channels=3, cache_dir=str(tmp_path / "c"))
+    load = dict(
+        root=str(tmp_path / "img"), image_size=[12, 10], channels=3, cache_dir=str(tmp_path / "c"), **LOADER
+    )
     streamed = load_imagefolder(**load, stream=True, workers=workers)
     assert isinstance(streamed.train, FileSplit) and not (tmp_path / "c").exists()  # nothing cached
     memory = load_imagefolder(**load, stream=False, workers=None)
@@ -129,7 +139,9 @@ def test_streamed_batches_are_the_in_memory_batches_byte_for_byte(tmp_path, work
 
 def test_streamed_statistics_are_exact_up_to_the_sample_then_a_fixed_sample(tmp_path, monkeypatch):
     write_image_folder(tmp_path / "img", {"train": 6, "val": 1})
-    load = dict(root=str(tmp_path / "img"), image_size=[8, 8], channels=3, cache_dir=str(tmp_path / "c"))
+    load = dict(
+        root=str(tmp_path / "img"), image_size=[8, 8], channels=3, cache_dir=str(tmp_path / "c"), **LOADER
+    )
     memory = load_imagefolder(**load, stream=False, workers=None).train
     streamed = load_imagefolder(**load, stream=True, workers=0).train
     assert all(torch.equal(a, b) for a, b in zip(split_stats(streamed), split_stats(memory), strict=True))
@@ -146,7 +158,9 @@ def test_a_corrupt_file_is_one_line_data_error_from_a_worker(tmp_path):
     write_image_folder(tmp_path / "img", {"train": 3, "val": 1})
     broken = tmp_path / "img" / "train" / "dog" / "1.png"
     broken.write_bytes(b"not a png")
-    load = dict(root=str(tmp_path / "img"), image_size=[8, 8], channels=3, cache_dir=str(tmp_path / "c"))
+    load = dict(
+        root=str(tmp_path / "img"), image_size=[8, 8], channels=3, cache_dir=str(tmp_path / "c"), **LOADER
+    )
     split = load_imagefolder(**load, stream=True, workers=2).train
     with pytest.raises(DataError) as error:
         list(batches(split, 2))

@@ -20,7 +20,8 @@ from PIL import Image
 from test_reliability import SLOW_RUN, start
 from test_train import write_idx
 
-from cnnlab.data.sources import decode_image, load_dataset, load_imagefolder
+from cnnlab.data.decode import decode_image
+from cnnlab.data.sources import load_dataset, load_imagefolder
 from cnnlab.errors import CheckpointError, DataError
 from cnnlab.files import atomic_write
 from cnnlab.training.checkpoint import load_checkpoint, save_checkpoint
@@ -111,17 +112,17 @@ def test_16_bit_images_are_scaled_not_saturated_and_tif_files_are_read(tmp_path)
         Image.fromarray(np.full((8, 8, 3), 40 if name == "a" else 200, np.uint8)).save(
             tmp_path / "tif" / "train" / name / "x.tif"
         )
-    data = load_imagefolder(str(tmp_path / "tif"), [8, 8], 3, str(tmp_path / "cache"), True, 0)
+    data = load_imagefolder(str(tmp_path / "tif"), [8, 8], 3, str(tmp_path / "cache"), True, 0, 0.25, False)
     assert len(data.train) == 2
 
 
 def test_a_corrupt_decoded_image_cache_is_named(tmp_path):
     write_folder(tmp_path / "images", per_class=2)
-    load_imagefolder(str(tmp_path / "images"), [8, 8], 3, str(tmp_path / "cache"), False, 0)
+    load_imagefolder(str(tmp_path / "images"), [8, 8], 3, str(tmp_path / "cache"), False, 0, 0.25, False)
     (cache,) = (tmp_path / "cache").glob("imagefolder-*.pt")
     cache.write_bytes(cache.read_bytes()[:100])
     with pytest.raises(DataError, match=f"cache {cache} is unreadable .*delete it and run again"):
-        load_imagefolder(str(tmp_path / "images"), [8, 8], 3, str(tmp_path / "cache"), False, 0)
+        load_imagefolder(str(tmp_path / "images"), [8, 8], 3, str(tmp_path / "cache"), False, 0, 0.25, False)
 
 
 # --- checkpoints ----------------------------------------------------------------------------------

@@ -345,6 +345,10 @@ KNOBS = [
     "loss.label_smoothing=0.1",
     "trainer.early_stopping.patience=2",
     "trainer.early_stopping.min_delta=0.5",
+    "augment=standard",
+    "augment.random_erasing=0.25",
+    "augment.mixup_alpha=0.2",
+    "augment.cutmix_alpha=1.0",
 ]
 
 

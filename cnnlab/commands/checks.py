@@ -76,8 +76,16 @@ def dataset_loader(cfg: DictConfig) -> None:
     loader = value(cfg, "dataset.loader")
     if "test_fraction" in loader:
         number(cfg, "dataset.loader.test_fraction", 0.2, maximum=0.9, allow_minimum=False)
-    if "stream" in loader:
-        boolean(cfg, "dataset.loader.stream")
+    if "stream" in loader and loader["stream"] != "auto":
+        try:
+            boolean(cfg, "dataset.loader.stream")
+        except ConfigError:
+            got = loader["stream"]
+            raise ConfigError(f"dataset.loader.stream must be auto, true or false, got {got!r}") from None
+    if "memory_budget" in loader:
+        number(cfg, "dataset.loader.memory_budget", 0.25, maximum=1.0, allow_minimum=False)
+    if "skip_unreadable" in loader:
+        boolean(cfg, "dataset.loader.skip_unreadable")
     if loader.get("workers") is not None:  # null: one per available core
         integer(cfg, "dataset.loader.workers", 0, 2)
 
@@ -135,3 +143,39 @@ def check_model(cfg: DictConfig) -> tuple[int, int]:
         f"model {name} cannot take {size[0]}×{size[1]} inputs: the smallest size it accepts is "
         f"{smallest}×{smallest}; set resize={smallest} or larger"
     )
+
+
+def check_augment(cfg: DictConfig) -> dict[str, Any]:
+    """The augment options, each in range for the model's input size; returns them without `name`."""
+    from cnnlab.data.augment import CROPS, Augment
+
+    options = value(cfg, "augment")
+    options.pop("name", None)
+    known = [f for f in Augment.__dataclass_fields__ if f not in ("size", "num_classes")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"augment.{unknown[0]} is not an augment option; they are: {', '.join(known)}")
+    choice(cfg, "augment.crop", CROPS)
+    padding = integer(cfg, "augment.padding", 0, 4)
+    size = input_size(cfg)
+    if options["crop"] == "padded" and padding >= min(size):
+        raise ConfigError(
+            f"augment.padding={padding} must be smaller than the {size[0]}×{size[1]} input; "
+            "e.g. augment.padding=4"
+        )
+    for key, upper in (("scale", 1.0), ("ratio", None)):
+        got = options[key]
+        ok = isinstance(got, list) and len(got) == 2 and all(isinstance(v, int | float) for v in got)
+        if not ok or not 0 < got[0] <= got[1] or (upper is not None and got[1] > upper):
+            example = "[0.08,1.0]" if key == "scale" else "[0.75,1.3333]"
+            limit = " ≤ 1" if upper else ""
+            raise ConfigError(
+                f"augment.{key} must be [low, high] with 0 < low ≤ high{limit}, got {got!r}; "
+                f"e.g. 'augment.{key}={example}'"
+            )
+    boolean(cfg, "augment.flip")
+    for key in ("random_erasing", "mix_prob"):
+        number(cfg, f"augment.{key}", 0.25, maximum=1.0)
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        number(cfg, f"augment.{key}", 0.2)
+    return options

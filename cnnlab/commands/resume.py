@@ -39,6 +39,7 @@ BEFORE_THEY_EXISTED = {
     "model.batch_norm": False,
     "model.zero_init_head": False,
     "model.zero_init_residual": False,
+    "augment.name": "none",  # the augment group: runs before it trained on their images as they are
 }
 # Schedules whose every step depends on the run's length in epochs.
 _LENGTH_SCHEDULES = ("cosine", "onecycle")
@@ -100,8 +101,9 @@ def _newer_options(before: dict, wanted: dict) -> dict:
         group = key.split(".", 1)[0]
         if wanted.get(f"{group}.name") == before.get(f"{group}.name"):
             options[key] = value
-    for group in ("model", "dataset", "optimizer", "scheduler", "loss"):
-        packaged = resources.files("cnnlab.configs") / group / f"{before.get(f'{group}.name')}.yaml"
+    for group in ("model", "dataset", "optimizer", "scheduler", "loss", "augment"):
+        choice = before.get(f"{group}.name", BEFORE_THEY_EXISTED.get(f"{group}.name"))
+        packaged = resources.files("cnnlab.configs") / group / f"{choice}.yaml"
         if packaged.is_file():
             node = yaml.safe_load(packaged.read_text()) or {}
             node.pop("defaults", None)  # Hydra's composition list (vgg_small extends vgg), not an option

@@ -32,7 +32,8 @@ from cnnlab.commands import checks
 from cnnlab.commands.resume import BEFORE_THEY_EXISTED
 from cnnlab.commands.train import load_data, make_preprocess
 from cnnlab.data.batches import Preprocess
-from cnnlab.data.sources import IMAGE_SUFFIXES, Dataset, Split, decode_images
+from cnnlab.data.decode import decode_all
+from cnnlab.data.sources import IMAGE_SUFFIXES, Dataset, Split
 from cnnlab.errors import CheckpointError, ConfigError, DataError
 from cnnlab.models import create_model
 from cnnlab.training.checkpoint import load_checkpoint
@@ -191,4 +192,5 @@ def read_images(files: list[Path], channels: int, size: tuple[int, int]) -> Spli
     Preprocess does the rest."""
     if channels not in (1, 3):
         raise ConfigError(f"the run's model reads {channels} channels; image files give 1 (grey) or 3 (RGB)")
-    return decode_images([(0, path) for path in files], list(size), channels)
+    images, labels, _ = decode_all([(0, path) for path in files], list(size), channels, workers=0)
+    return Split(images, labels)

@@ -21,7 +21,8 @@ from cnnlab.commands.hydra_app import HydraCommand
 from cnnlab.commands.jobs import update_resumed_job
 from cnnlab.commands.resume import find_run_to_resume, reconcile, resume_overrides
 from cnnlab.commands.run_lock import RunLock, refuse_if_locked
-from cnnlab.data.batches import Preprocess, split_stats
+from cnnlab.data.augment import Augment
+from cnnlab.data.batches import Preprocess, epoch_order, split_stats
 from cnnlab.data.sources import SOURCES, AnySplit, Dataset, load_dataset
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, DataError, first_line
 from cnnlab.files import atomic_write
@@ -43,7 +44,14 @@ from cnnlab.training.device import (
     resolve_device,
     resolve_precision,
 )
-from cnnlab.training.logging import QuietLogger, RunLogger, console, print_summary, write_json
+from cnnlab.training.logging import (
+    QuietLogger,
+    RunLogger,
+    console,
+    decoding_bar,
+    print_summary,
+    write_json,
+)
 from cnnlab.training.loop import (
     BatchLoss,
     Interrupted,
@@ -56,7 +64,7 @@ from cnnlab.training.loop import (
     steps_per_epoch,
 )
 from cnnlab.training.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
-from cnnlab.training.visuals import write_visuals
+from cnnlab.training.visuals import augmented_grid, write_visuals
 
 LOSSES = ("cross_entropy",)
 
@@ -115,6 +123,7 @@ def check(cfg: DictConfig) -> None:
     checks.integer(cfg, "dataset.split_seed", 0, 0)
     checks.dataset_loader(cfg)
     checks.check_model(cfg)
+    checks.check_augment(cfg)
 
 
 def run(cfg: DictConfig) -> float:
@@ -182,6 +191,8 @@ def _train(
                 logger = RunLogger(run_dir, settings.epochs, purge_step=state.epoch + 1 if resumed else None)
             _announce(cfg, parts, data, device, state, resumed, changes, logger)
             logger.text("config", f"```\n{OmegaConf.to_yaml(config)}```")
+            if ranks.is_main and parts.augment is not None and state.step == 0:
+                _log_augmented(logger, parts, data, ranks)
             started = True
 
             def save(state: RunState, best: bool) -> None:
@@ -233,6 +244,7 @@ def _train(
                 logger,
                 save,
                 after_epoch,
+                parts.augment,
             )
             if data.test is not None:
                 test = _test_best(parts, run_dir / "best.pt", data.test, state.best_epoch, ranks)
@@ -299,6 +311,21 @@ def _restore(parts: "Training", payload: dict, checkpoint: Path, changes: dict[s
     return state
 
 
+def _log_augmented(
+    logger: RunLogger, parts: "Training", data: Dataset, ranks: distributed.Distributed
+) -> None:
+    """TensorBoard's inputs/augmented: this rank's first training batch as the model will be fed it."""
+    settings = parts.settings
+    order = ranks.shard(epoch_order(len(data.train), settings.seed, 0), pad=True)
+    first = order[: settings.batch_size // ranks.world_size]
+    draws = parts.augment.draw(len(first), settings.seed, 0, 0, ranks.rank)
+    labels = data.train.labels[first.to(data.train.device)]
+    grid = augmented_grid(
+        data.train.take(first), labels, parts.preprocess, parts.augment, draws, data.classes
+    )
+    logger.writer.add_image("inputs/augmented", grid, 0)
+
+
 def _announce(
     cfg: DictConfig,
     parts: "Training",
@@ -319,6 +346,8 @@ def _announce(
         f"on {_describe(device)}, precision {parts.settings.precision}"
         + (f", compile {parts.compile}" if parts.compile else "")
     )
+    for note in data.notes:
+        logger.info(note)
     if changes:
         logger.info(
             "resume changes: " + ", ".join(f"{key} {old!r} → {new!r}" for key, (old, new) in changes.items())
@@ -359,6 +388,7 @@ class Training:
     settings: LoopSettings
     input_size: tuple[int, int]
     compile: bool | str  # trainer.compile with 'auto' resolved for the device
+    augment: Augment | None  # the training batches' augmentation (inside `forward`); None: none
 
 
 def build_training(cfg: DictConfig, data: Dataset, ranks: distributed.Distributed) -> Training:
@@ -406,9 +436,15 @@ def build_training(cfg: DictConfig, data: Dataset, ranks: distributed.Distribute
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16")
     preprocess = make_preprocess(cfg, data, size).to(device)
     compile_setting = resolve_compile(trainer.compile, device, ranks.enabled)
-    batch_loss = BatchLoss(step_model, preprocess, settings.precision, cfg.loss.label_smoothing)
+    options = checks.check_augment(cfg)
+    options.update(scale=tuple(options["scale"]), ratio=tuple(options["ratio"]))
+    augment = Augment(size, settings.num_classes, **options)
+    augment = augment if augment.active else None
+    batch_loss = BatchLoss(step_model, preprocess, settings.precision, cfg.loss.label_smoothing, augment)
     forward = compiled(batch_loss, compile_setting)
-    return Training(model, forward, preprocess, optimizer, scheduler, scaler, settings, size, compile_setting)
+    return Training(
+        model, forward, preprocess, optimizer, scheduler, scaler, settings, size, compile_setting, augment
+    )
 
 
 def compiled(function: Callable, setting: bool | str) -> Callable:
@@ -435,7 +471,8 @@ def load_data(cfg: DictConfig, device: torch.device) -> Dataset:
     """The configured dataset's three splits, checked against dataset.num_classes/in_channels, moved to
     `device`."""
     loader_options = OmegaConf.to_container(cfg.dataset.loader, resolve=True)
-    data = load_dataset(cfg.dataset.name, loader_options, cfg.dataset.val_fraction, cfg.dataset.split_seed)
+    dataset = cfg.dataset
+    data = load_dataset(dataset.name, loader_options, dataset.val_fraction, dataset.split_seed, decoding_bar)
     if len(data.classes) != cfg.dataset.num_classes:
         raise DataError(
             f"dataset {cfg.dataset.name} has {len(data.classes)} classes but dataset.num_classes="

@@ -1,17 +1,12 @@
 """Batches by index — gathered from in-memory uint8 tensors or decoded from files by DataLoader
 workers — preprocessed per batch on the training device."""
 
-import os
-import signal
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from cnnlab.data.sources import AnySplit, FileSplit, Split, decode_image
-from cnnlab.errors import DataError
+from cnnlab.data.sources import AnySplit, FileSplit, Split
 
 STATS_SAMPLE = 2000  # streamed splits: normalization statistics of at most this many training images
 _STATS_BATCH = 100
@@ -55,6 +50,10 @@ class Preprocess:
         """Move the normalization constants to `device` (once, not per batch)."""
         self.scale, self.shift = self.scale.to(device), self.shift.to(device)
         return self
+
+    def undo(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Preprocessed inputs back to uint8 pixels (at the model's size), to show what the model sees."""
+        return ((inputs - self.shift) / self.scale).round().clamp(0, 255).to(torch.uint8)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = torch.addcmul(self.shift, images, self.scale)  # float32, normalized
@@ -100,75 +99,14 @@ def batches(
         yield images[first : first + batch_size], labels[first : first + batch_size]
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask: taskset, a container's cpuset)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no affinity mask
-        return os.cpu_count() or 1
-
-
 def _streamed(
     split: FileSplit, batch_size: int, order: torch.Tensor | None, start: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`batches` of a FileSplit: each batch decoded by a DataLoader worker, sent to the split's device."""
+    """`batches` of a FileSplit: decoded by its reader's workers, each batch sent to the split's device."""
     order = torch.arange(len(split)) if order is None else order.cpu()
     index = [
         order[first : first + batch_size].tolist()
         for first in range(start * batch_size, len(order), batch_size)
     ]
-    # null: the cores this process may use, shared among the torchrun ranks on this machine.
-    ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    workers = max(1, available_cores() // ranks_here) if split.workers is None else split.workers
-    loader = DataLoader(
-        _ImageFiles(split.files, split.image_size, split.channels),
-        batch_sampler=index,
-        num_workers=min(workers, len(index)),  # no idle workers for a short pass
-        collate_fn=_collate,
-        pin_memory=split.device.type == "cuda",
-        worker_init_fn=_leave_process_group,
-    )
-    for batch in loader:
-        if isinstance(batch, DataError):
-            raise batch
-        images, labels = batch
+    for images, labels in split.reader.read(index):
         yield images.to(split.device, non_blocking=True), labels.to(split.device, non_blocking=True)
-
-
-class _ImageFiles(torch.utils.data.Dataset):
-    """File i → (uint8 C×H×W image, label), or the DataError that reading it raised."""
-
-    def __init__(self, files: tuple[tuple[int, Path], ...], image_size: list[int], channels: int) -> None:
-        self.files, self.image_size, self.channels = files, image_size, channels
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int] | DataError:
-        label, path = self.files[i]
-        try:
-            return decode_image(path, self.image_size, self.channels), label
-        except DataError as error:  # decode_image turns every failure into one naming the file
-            # Returned, not raised: DataLoader would re-raise it with the worker's traceback in its message.
-            return error
-
-
-def _collate(items: list) -> tuple[torch.Tensor, torch.Tensor] | DataError:
-    """Stack a batch's images and labels, or pass on the first error for the main process to raise."""
-    for item in items:
-        if isinstance(item, DataError):
-            return item
-    images, labels = zip(*items, strict=True)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.long)
-
-
-def _leave_process_group(worker_id: int) -> None:
-    # Ctrl-C reaches the whole foreground process group, and so does SIGTERM from timeout or
-    # kill -- -PGID: only the main process should act on them (the training loop's orderly stop:
-    # last.pt, exit 130/143), shutting the workers down with their loader. A worker in its own group
-    # is not reached; with the default handlers (a forked worker inherits the loop's, which only set
-    # a flag) the loader, or the interpreter's exit, can always terminate it. A worker also exits
-    # when the main process dies.
-    os.setpgrp()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -2,13 +2,17 @@
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cnnlab.data.decode import DECODER_VERSION, FileReader, decode_all, file_labels
 from cnnlab.data.splits import stratified_split
 from cnnlab.errors import ConfigError, DataError, did_you_mean, first_line
 from cnnlab.files import atomic_write
@@ -57,6 +61,13 @@ class FileSplit:
     channels: int
     labels: torch.Tensor  # int64, (N,), on the device batches are sent to
     workers: int | None  # DataLoader worker processes; None: one per available core
+    # Its workers, started on the first read and kept for every later one (shared by `to`'s copies).
+    reader: FileReader = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.reader is None:
+            reader = FileReader(self.files, self.image_size, self.channels, self.workers)
+            object.__setattr__(self, "reader", reader)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -67,14 +78,14 @@ class FileSplit:
         return self.labels.device
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
-        """The uint8 images at `index`, decoded now, on the split's device."""
+        """The uint8 images at `index`, decoded now (in this process), on the split's device."""
         chosen = [self.files[i] for i in index.tolist()]
-        return decode_images(chosen, self.image_size, self.channels).images.to(self.device)
+        return decode_all(chosen, self.image_size, self.channels, workers=0)[0].to(self.device)
 
     def subset(self, index: torch.Tensor) -> "FileSplit":
-        """The split of the files at `index` (in that order)."""
+        """The split of the files at `index` (in that order), with workers of its own."""
         files = tuple(self.files[i] for i in index.tolist())
-        return replace(self, files=files, labels=self.labels[index.to(self.device)])
+        return replace(self, files=files, labels=self.labels[index.to(self.device)], reader=None)
 
     def to(self, device: torch.device) -> "FileSplit":
         """This split with its labels on `device`, where its batches will be sent."""
@@ -96,12 +107,19 @@ class Dataset:
     val: AnySplit | None
     test: AnySplit | None
     classes: list[str]
+    notes: tuple[str, ...] = ()  # what loading decided or skipped, for the run to tell the user
 
     def to(self, device: torch.device) -> "Dataset":
         """The dataset with every split on `device` (a split shared by val and test stays shared)."""
         splits = (self.train, self.val, self.test)
         moved = {id(split): split.to(device) for split in splits if split is not None}
-        return Dataset(*(None if split is None else moved[id(split)] for split in splits), self.classes)
+        return replace(
+            self,
+            **{
+                k: None if split is None else moved[id(split)]
+                for k, split in zip(("train", "val", "test"), splits, strict=True)
+            },
+        )
 
 
 def load_digits(test_fraction: float, split_seed: int) -> Dataset:
@@ -209,15 +227,28 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 FOLDER_SPLITS = ("train", "val", "test")  # an image folder's split folders; train/ is required
 
 
+Progress = Callable[[int], AbstractContextManager[Callable[[int], None]]]  # total → advance(n)
+
+
 def load_imagefolder(
-    root: str, image_size: list[int], channels: int, cache_dir: str, stream: bool, workers: int | None
+    root: str,
+    image_size: list[int],
+    channels: int,
+    cache_dir: str,
+    stream: bool | str,
+    workers: int | None,
+    memory_budget: float,
+    skip_unreadable: bool,
+    progress: Progress | None = None,
 ) -> Dataset:
     """`root/train/<class>/*`, and `root/val/<class>/*` and `root/test/<class>/*` where present, at
-    `image_size`: streamed from the files by `workers` DataLoader processes (`stream`), or decoded
-    once into memory and cached.
+    `image_size`: decoded once into memory and cached (`stream=False`), or streamed from the files by
+    `workers` DataLoader processes (True); `"auto"` decodes into memory when the decoded images take at
+    most `memory_budget` of the RAM. An unreadable file is an error naming it, or, with
+    `skip_unreadable`, left out and counted. `progress(total)` shows a first decode.
 
-    The cache file's name hashes the root, size, channels and every file's size and mtime, so any
-    change to the images makes a new decode.
+    The cache file's name hashes the root, size, channels, decoder and every file's size and mtime, so
+    any change to the images makes a new decode.
     """
     base = Path(root).expanduser()
     if not (base / "train").is_dir():
@@ -229,25 +260,28 @@ def load_imagefolder(
         raise ConfigError(f"imagefolder reads 1 (grayscale) or 3 (RGB) channels, not {channels}")
     classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
     parts = [part for part in FOLDER_SPLITS if (base / part).is_dir()]
-    files = {
-        part: [
-            (label, path)
-            for label, name in enumerate(classes)
-            for path in sorted((base / part / name).glob("*"))
-            if path.suffix.lower() in IMAGE_SUFFIXES
-        ]
-        for part in parts
-    }
-    for part, found in files.items():
-        if not found:
-            raise DataError(f"no images found under {base / part}/<class>/ (classes: {', '.join(classes)})")
+    files = {part: _image_files(base / part, classes) for part in parts}
+    total = sum(len(found) for found in files.values())
+    decoded_bytes = total * channels * image_size[0] * image_size[1]
+    budget = memory_budget * _physical_memory()
+    notes = []
+    if stream == "auto":
+        stream = decoded_bytes > budget
+        where = "streamed from the files" if stream else "decoded into memory"
+        notes.append(
+            f"imagefolder: {total:,} images at {image_size[0]}×{image_size[1]} take {_size(decoded_bytes)} "
+            f"decoded, {'over' if stream else 'within'} dataset.loader.memory_budget={memory_budget:g} of "
+            f"RAM ({_size(budget)}): {where}"
+        )
     if stream:
-        splits = {
-            part: FileSplit(tuple(found), list(image_size), channels, file_labels(found), workers)
-            for part, found in files.items()
-        }
-        return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes)
-    fingerprint = [str(base.resolve()), list(image_size), channels]
+        splits = {}
+        for part, found in files.items():
+            if skip_unreadable:
+                found, skipped = _openable(found)
+                notes += _skipped_note(skipped, base / part)
+            splits[part] = FileSplit(tuple(found), list(image_size), channels, file_labels(found), workers)
+        return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes, tuple(notes))
+    fingerprint = [DECODER_VERSION, str(base.resolve()), list(image_size), channels, skip_unreadable]
     for part, found in files.items():
         fingerprint += [
             part,
@@ -258,7 +292,8 @@ def load_imagefolder(
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
-            splits = {part: Split(*saved[part]) for part in parts}
+            splits = {part: Split(*saved[part][:2]) for part in parts}
+            skipped = {part: saved[part][2] for part in parts}
         except Exception as error:  # truncated, overwritten, or of another cnnlab version
             reason = first_line(error, 120)
             raise DataError(
@@ -266,8 +301,16 @@ def load_imagefolder(
                 "(it is rebuilt from the images)"
             ) from None
     else:
-        decoded = {part: decode_images(found, image_size, channels) for part, found in files.items()}
-        saved = {part: (split.images, split.labels) for part, split in decoded.items()}
+        tic = time.perf_counter()
+        with (progress or (lambda total: nullcontext(lambda n: None)))(total) as advance:
+            saved = {
+                part: decode_all(found, image_size, channels, workers, skip_unreadable, advance)
+                for part, found in files.items()
+            }
+        notes.append(
+            f"imagefolder: decoded {total:,} images in {time.perf_counter() - tic:.1f} s, cached in {cache} "
+            "for the next runs"
+        )
         try:  # atomic: a concurrent or killed run never sees half a cache
             atomic_write(cache, lambda file: torch.save(saved, file))
         except RuntimeError as error:  # torch's C++ writer: a full disk
@@ -276,54 +319,69 @@ def load_imagefolder(
                 "there, set dataset.loader.cache_dir=<another disk>, or stream the images "
                 "(dataset.loader.stream=true)"
             ) from None
-        splits = {part: Split(*saved[part]) for part in parts}
-    return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes)
+        splits = {part: Split(*saved[part][:2]) for part in parts}
+        skipped = {part: saved[part][2] for part in parts}
+    for part in parts:
+        notes += _skipped_note(skipped[part], base / part)
+        if not len(splits[part]):
+            raise DataError(f"no readable images under {base / part}/<class>/: all {len(files[part])} failed")
+    return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes, tuple(notes))
 
 
-def decode_image(path: Path, image_size: list[int], channels: int) -> torch.Tensor:
-    """One image file → uint8 (C, H, W) at `image_size`, read as grayscale or RGB.
+def _image_files(folder: Path, classes: list[str]) -> list[tuple[int, Path]]:
+    """The (label, path) pairs of the images in `folder`/<class>/, or one line on why there are none."""
+    found = [
+        (label, path)
+        for label, name in enumerate(classes)
+        for path in sorted((folder / name).glob("*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not found:
+        others = sorted({p.suffix.lower() or p.name for p in folder.glob("*/*") if p.is_file()})
+        seen = f"; found only {', '.join(others[:5])} files" if others else ""
+        raise DataError(
+            f"no images found under {folder}/<class>/ (classes: {', '.join(classes) or 'none'}){seen}; "
+            f"images end in {', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    return found
 
-    The one decoder of image files: the in-memory cache, the streaming workers and `predict` all use
-    it, so their pixels are byte-identical.
-    """
+
+def _openable(files: list[tuple[int, Path]]) -> tuple[list[tuple[int, Path]], list[str]]:
+    """The files whose headers PIL can read and verify, and the reasons of the others (for streaming,
+    where a file is first decoded mid-epoch; one that is broken past its header is still an error)."""
     from PIL import Image
 
-    height, width = image_size
-    mode = "L" if channels == 1 else "RGB"
-    try:
-        with Image.open(path) as img:
-            pixels = np.array(_to_8_bit(img).convert(mode).resize((width, height), Image.BILINEAR))
-    except Exception as error:  # PIL raises many types (DecompressionBombError, SyntaxError, ...)
-        reason = first_line(error)
-        raise DataError(f"cannot read image {path}: {reason}; remove or replace the file") from None
-    return torch.from_numpy(pixels.reshape(height, width, channels)).permute(2, 0, 1)
+    kept, skipped = [], []
+    for label, path in files:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+            kept.append((label, path))
+        except Exception as error:  # PIL raises many types
+            skipped.append(f"cannot read image {path}: {first_line(error)}")
+    return kept, skipped
 
 
-def _to_8_bit(img):
-    """16- and 32-bit integer images scaled to 8 bits (PIL's convert would clip them at 255)."""
-    from PIL import Image
-
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.clip(np.asarray(img, dtype=np.float64), 0, None)
-        # Mode 'I' holds 16-bit PNG and TIFF samples in practice, sometimes 8-bit ones; wider values
-        # are scaled by their maximum.
-        peak = values.max(initial=0)
-        top = 65535.0 if img.mode != "I" or 255 < peak <= 65535 else 255.0 if peak <= 255 else peak
-        return Image.fromarray(np.round(values * (255 / top)).astype(np.uint8))
-    return img
+def _skipped_note(skipped: list[str], folder: Path) -> list[str]:
+    if not skipped:
+        return []
+    return [
+        f"imagefolder: skipped {len(skipped)} unreadable image(s) under {folder} "
+        f"(dataset.loader.skip_unreadable=true); the first: {skipped[0]}"
+    ]
 
 
-def decode_images(files: list[tuple[int, Path]], image_size: list[int], channels: int) -> Split:
-    """(label, path) pairs → a Split of uint8 images at `image_size`, read as grayscale or RGB."""
-    images = torch.empty(len(files), channels, *image_size, dtype=torch.uint8)
-    for i, (_, path) in enumerate(files):
-        images[i] = decode_image(path, image_size, channels)
-    return Split(images, file_labels(files))
+def _physical_memory() -> int:
+    """Bytes of RAM on this machine."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def file_labels(files: list[tuple[int, Path]]) -> torch.Tensor:
-    """The int64 labels of (label, path) pairs."""
-    return torch.tensor([label for label, _ in files], dtype=torch.long)
+def _size(num_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if num_bytes < 1024 or unit == "GB":
+            return f"{num_bytes:,.0f} {unit}" if unit == "B" else f"{num_bytes:,.1f} {unit}"
+        num_bytes /= 1024
+    return ""
 
 
 SOURCES: dict[str, Callable[..., Dataset]] = {
@@ -335,16 +393,19 @@ SOURCES: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_dataset(name: str, loader_options: dict, val_fraction: float, split_seed: int) -> Dataset:
+def load_dataset(
+    name: str, loader_options: dict, val_fraction: float, split_seed: int, progress: Progress | None = None
+) -> Dataset:
     """Load dataset `name` with its `loader_options` (the `dataset.loader` config) and give it a
     validation split: the source's own (an image folder's val/), else `val_fraction` of the training
-    split carved off, stratified by `split_seed`; `val_fraction=0` validates on the test split."""
+    split carved off, stratified by `split_seed`; `val_fraction=0` validates on the test split.
+    `progress` shows a first decode of image files."""
     if name not in SOURCES:
         known = sorted(SOURCES)
         raise ConfigError(
             f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
         )
-    data = SOURCES[name](**loader_options)
+    data = SOURCES[name](**loader_options, **({"progress": progress} if name == "imagefolder" else {}))
     for part, split in (("train", data.train), ("val", data.val), ("test", data.test)):
         low, high = (int(split.labels.min()), int(split.labels.max())) if split and len(split) else (0, 0)
         if not 0 <= low <= high < len(data.classes):

@@ -2,6 +2,8 @@
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,22 @@ class _ImagesPerSecond(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.speed
         return Text(f"{speed:,.0f} img/s" if speed else "… img/s", style="cyan")
+
+
+@contextmanager
+def decoding_bar(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar (on a terminal) while `total` image files are decoded for the first time."""
+    with Progress(
+        TextColumn("decoding images once (cached for later runs)"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task("decode", total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 class RunLogger:

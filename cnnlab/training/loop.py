@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.data.augment import Augment
 from cnnlab.data.batches import Preprocess, batches, epoch_order
 from cnnlab.data.sources import AnySplit, Dataset
 from cnnlab.errors import CnnlabError
@@ -154,27 +155,39 @@ def steps_per_epoch(num_samples: int, batch_size: int, ranks: Distributed) -> in
 
 
 class BatchLoss(nn.Module):
-    """uint8 batch → preprocess → model → mean cross-entropy loss and correct count: the forward half of
-    a training step, and the whole of an evaluation step.
+    """uint8 batch → preprocess → augment (training, when drawn) → model → mean cross-entropy loss and
+    correct count: the forward half of a training step, and the whole of an evaluation step.
 
-    One module, so `torch.compile` puts preprocessing and the loss into the model's graph (measured on
-    an H100 with reduce-overhead: LeNet 1.5×, ResNet-18@96 1.05× the model compiled alone).
+    One module, so `torch.compile` puts preprocessing, augmentation and the loss into the model's graph
+    (measured on an H100 with reduce-overhead: LeNet 1.5×, ResNet-18@96 1.05× the model compiled alone).
     """
 
     def __init__(
-        self, model: nn.Module, preprocess: Preprocess, precision: str, label_smoothing: float
+        self,
+        model: nn.Module,
+        preprocess: Preprocess,
+        precision: str,
+        label_smoothing: float,
+        augment: Augment | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.preprocess = preprocess
         self.precision = precision
         self.label_smoothing = label_smoothing  # training only: evaluation measures the plain loss
+        self.augment = augment
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy loss and the number of correct predictions of a uint8 batch."""
+    def forward(
+        self, images: torch.Tensor, labels: torch.Tensor, draws: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy loss and the number of correct predictions of a uint8 batch, augmented
+        with `draws` (Augment.draw) if given; mixed samples count as correct for their own label."""
         with autocast(images.device, self.precision):
-            logits = self.model(self.preprocess(images))
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+            inputs, targets = self.preprocess(images), labels
+            if draws is not None:
+                inputs, targets = self.augment(inputs, labels, draws)
+            logits = self.model(inputs)
+            loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
         return loss, (logits.argmax(dim=1) == labels).sum()
 
 
@@ -186,11 +199,12 @@ def train_step(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     clip_grad_norm: float | None,
+    draws: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One optimizer step on a uint8 batch through `forward` (a BatchLoss, perhaps compiled), its
-    gradients clipped to a global norm of `clip_grad_norm` if set; returns its summed loss, correct
-    count and, when clipping, the gradient norm before clipping, on the device."""
-    loss, hits = forward(images, labels)
+    """One optimizer step on a uint8 batch through `forward` (a BatchLoss, perhaps compiled), augmented
+    with `draws` if given, its gradients clipped to a global norm of `clip_grad_norm` if set; returns its
+    summed loss, correct count and, when clipping, the gradient norm before clipping, on the device."""
+    loss, hits = forward(images, labels, draws)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     grad_norm = None
@@ -221,6 +235,7 @@ def fit(
     logger: RunLogger,
     save: Callable[[RunState, bool], None],
     after_epoch: Callable[[RunState], None] = lambda state: None,
+    augment: Augment | None = None,
 ) -> RunState:
     """Train from `state` to `settings.epochs` (or an early stop), validating after each epoch;
     `save(state, best)` writes last.pt (and best.pt when the validation accuracy improved).
@@ -229,6 +244,9 @@ def fit(
     module inside it, which `evaluate` runs.
 
     `after_epoch(state)` runs once each epoch is logged (e.g. to draw TensorBoard images).
+
+    `augment` (the one inside `forward`) draws each training batch's augmentation from (seed, epoch,
+    batch, rank): a resumed run draws what an uninterrupted one would.
     """
     train = data.train
     device = train.device
@@ -250,8 +268,12 @@ def fit(
             logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen)
             tic = time.perf_counter()
             for images, labels in batches(train, batch_size, order, start=state.batch):
+                draws = None
+                if augment is not None:
+                    draws = augment.draw(len(labels), settings.seed, epoch, state.batch, ranks.rank)
+                    draws = {key: value.to(device, non_blocking=True) for key, value in draws.items()}
                 loss_sum, hits, grad_norm = train_step(
-                    forward, images, labels, optimizer, scheduler, scaler, settings.clip_grad_norm
+                    forward, images, labels, optimizer, scheduler, scaler, settings.clip_grad_norm, draws
                 )
                 losses[state.batch] = loss_sum
                 if grad_norms is not None:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from cnnlab.data.augment import Augment
 from cnnlab.data.batches import Preprocess, batches
 from cnnlab.data.sources import AnySplit, Dataset
 from cnnlab.files import atomic_write
@@ -24,6 +25,7 @@ TENSORBOARD_STAGES = 2  # feature maps of the first two convolutional stages
 TENSORBOARD_CHANNELS = 16  # channels shown per stage
 TENSORBOARD_EXAMPLES = 10  # feature-map rows: the first test image of each of the first 10 classes
 MISCLASSIFIED_SHOWN = 24
+AUGMENTED_SHOWN = 32  # of the first training batch, as augmented
 _TILE = 56  # smallest side (pixels) an image or feature map is magnified to, so 8×8 inputs are visible
 _GAP = 4
 _WHITE, _BLACK = (255, 255, 255), (0, 0, 0)
@@ -303,6 +305,29 @@ def misclassified_grid(
     columns = 8
     rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
     return _chw(_layout(rows, None, None))
+
+
+@torch.inference_mode()
+def augmented_grid(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    preprocess: Preprocess,
+    augment: Augment,
+    draws: dict[str, torch.Tensor],
+    classes: list[str],
+) -> torch.Tensor:
+    """A training batch as the model is fed it — preprocessed, augmented with `draws`, then mapped back
+    to pixels — its first AUGMENTED_SHOWN images captioned with their labels, as a CHW uint8 grid."""
+    draws = {key: value.to(images.device) for key, value in draws.items()}
+    inputs, _ = augment(preprocess(images), labels, draws)
+    shown = preprocess.undo(inputs[:AUGMENTED_SHOWN]).cpu()
+    tiles = [
+        _captioned(_magnify(_pil(image)), [(classes[int(label)], _BLACK)], 11)
+        for image, label in zip(shown, labels[:AUGMENTED_SHOWN].tolist(), strict=True)
+    ]
+    columns = 8
+    rows = [tiles[i : i + columns] for i in range(0, len(tiles), columns)]
+    return _chw(_layout(rows, None, "the first training batch, augmented (mixed images: their own label)"))
 
 
 def save_png(image: torch.Tensor | Image.Image, path: Path) -> None:
