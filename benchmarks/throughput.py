@@ -85,16 +85,17 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
-from cnnlab.commands import checks
-from cnnlab.commands.train import Training, build_training, load_data
+from cnnlab.app import checks
+from cnnlab.app.plans import data_spec, training_spec
 from cnnlab.data.batches import batches, epoch_order
 from cnnlab.data.decode import worker_count
 from cnnlab.data.sources import Dataset, FileSplit
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
+from cnnlab.training.build import build_training, load_data
 from cnnlab.training.device import autocast, resolve_channels_last, resolve_device, resolve_precision
 from cnnlab.training.distributed import SINGLE_PROCESS
-from cnnlab.training.loop import evaluate, train_step
+from cnnlab.training.loop import Training, evaluate, train_step
 from cnnlab.training.optim import build_optimizer
 
 # The book's runs, each a cnnlab preset: the benchmark measures exactly what these configure.
@@ -311,7 +312,7 @@ def build_cnnlab(cfg: DictConfig, data: Dataset, batch_size: int, **trainer: Any
     overrides (e.g. precision="32"); without them precision and channels_last are the configs' 'auto'."""
     cfg = OmegaConf.merge(cfg, {"trainer": {"batch_size": batch_size, **trainer}})
     torch.manual_seed(cfg.trainer.seed)
-    training = build_training(cfg, data, SINGLE_PROCESS)
+    training = build_training(training_spec(cfg), data, SINGLE_PROCESS)
     return CnnlabPipeline(
         training=training,
         data=data,
@@ -767,7 +768,7 @@ def time_cnnlab_folder(
     device = args.device
     synchronize(device)
     tic = time.perf_counter()
-    data = load_data(cfg, device)
+    data = load_data(data_spec(cfg), device)
     pipeline = build_cnnlab(cfg, data, batch_size)
     setup = time.perf_counter() - tic
     seconds = []
@@ -953,7 +954,7 @@ def main() -> None:
     # d2l's 4 workers exceed small machines' cores; the reference keeps them, without the warning.
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, "--device")
     except CnnlabError as error:
         parser.error(str(error))
     args.device = device
@@ -964,7 +965,7 @@ def main() -> None:
         batch_sizes = {name: args.batch_size or cfg.trainer.batch_size for name, cfg in configs.items()}
         check_args(parser, args, batch_sizes)
         write_fashion_mnist(data_dir / "fashion_mnist", args.images, max(1, args.images // 6))
-        data = load_data(configs["lenet"], device)  # the same synthetic set for every model
+        data = load_data(data_spec(configs["lenet"]), device)  # the same synthetic set for every model
         precision = resolve_precision(str(configs["lenet"].trainer.precision), device)  # every preset's
         emit(
             "environment",

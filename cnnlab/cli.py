@@ -1,24 +1,14 @@
 """`cnnlab <command> [overrides]`: picks the command and hands the rest to it (and so to Hydra)."""
 
-import importlib
 import os
 import signal
 import sys
 
 from cnnlab import __version__
-from cnnlab.errors import did_you_mean
-from cnnlab.training.logging import print_error
-
-# name → (module exposing COMMAND, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("cnnlab.commands.train", "train a model on a dataset (Hydra overrides; -m sweeps)"),
-    "summary": ("cnnlab.commands.summary", "per-layer output shapes, parameters and mult-adds of a model"),
-    "kernel-learn": ("cnnlab.commands.kernel_learn", "learn a convolution kernel from data (d2l 7.2.4)"),
-    "evaluate": ("cnnlab.commands.evaluate", "loss, accuracy, per-class table, confusion matrix of a run"),
-    "predict": ("cnnlab.commands.predict", "top-k classes of image files with a trained run"),
-    "activations": ("cnnlab.commands.activations", "PNG of a trained run's feature maps for one input"),
-    "report": ("cnnlab.commands.report", "compare runs: a table of a sweep's or all runs' results"),
-}
+from cnnlab.app.command import HydraCommand
+from cnnlab.commands import COMMANDS
+from cnnlab.console import print_error
+from cnnlab.errors import unknown
 
 
 def usage() -> str:
@@ -28,7 +18,7 @@ def usage() -> str:
         "usage: cnnlab <command> [overrides] [hydra flags]",
         "",
         "commands:",
-        *(f"  {name:<{width}}  {about}" for name, (_, about) in COMMANDS.items()),
+        *(f"  {name:<{width}}  {command.about}" for name, command in COMMANDS.items()),
         "",
         "`cnnlab <command> --help` shows a command's config groups and options.",
         "example: cnnlab train model=lenet dataset=fashion_mnist optimizer.lr=0.1",
@@ -46,20 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "--version":
         print(f"cnnlab {__version__}")
         return 0
+    if argv[0] in ("-sc", "--shell-completion"):
+        return _complete(argv[1:])
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         known = list(COMMANDS)
         print_error(
             "cnnlab",
-            f"unknown command {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}",
+            unknown("command", name, known),
         )
         return 2
     # Ctrl-C or SIGTERM while starting (importing torch takes seconds) end in one line, not a traceback
     # or a silent kill; training replaces this with its own handling (an orderly stop at a step's end).
     signal.signal(signal.SIGTERM, _stop_starting)
     try:
-        module = importlib.import_module(COMMANDS[name][0])
-        return module.COMMAND.main(rest)
+        return COMMANDS[name].main(rest)
     except KeyboardInterrupt as stop:  # SIGTERM too: _Stopped
         code = _stopped(f"cnnlab {name}", getattr(stop, "signum", signal.SIGINT))
         if argv_given:
@@ -69,6 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _complete(flags: list[str]) -> int:
+    """Shell completion (`eval "$(cnnlab train -sc install=bash)"` installs it): the script it installs
+    asks `cnnlab -sc query=bash` with the line typed so far in COMP_LINE; cnnlab completes the command,
+    then hands the rest of the line to that command's Hydra completion (groups, options, keys)."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if not any(flag.startswith("query=") for flag in flags):  # install= / uninstall=: the same script
+        return COMMANDS["train"].main(["-sc", *flags])
+    if len(words) < 2 or (len(words) == 2 and not line.endswith(" ")):
+        typed = words[1] if len(words) == 2 else ""
+        print(" ".join(name for name in COMMANDS if name.startswith(typed)))
+        return 0
+    command = COMMANDS.get(words[1])
+    if not isinstance(command, HydraCommand):  # report takes a directory: the shell's own completion
+        return 0
+    os.environ["COMP_LINE"] = line.replace(f" {words[1]}", "", 1)
+    return command.main(["-sc", *flags])
 
 
 class _Stopped(KeyboardInterrupt):

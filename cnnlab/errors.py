@@ -27,6 +27,13 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def unknown(kind: str, name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """The one line for a name that is not a valid choice: 'unknown <kind> <name> (did you mean …?);
+    choose one of: …'."""
+    known = list(choices)
+    return f"unknown {kind} {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
+
+
 def file_error(error: OSError) -> str:
     """One line for a failed file operation: the path and the system's reason."""
     where = f"{error.filename}: " if error.filename else ""

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from cnnlab.errors import unknown
 from cnnlab.ops import patch_matrix
 
 # Kernels in the book's convention: corr2d(X, [[1, -1]]) is X[i, j] − X[i, j+1].
@@ -65,7 +66,7 @@ def synthetic_image(name: str, size: tuple[int, int], generator: torch.Generator
         return ((i + j) % 2).float()
     if name == "noise":  # i.i.d. standard normal pixels: every direction of kernel space gets seen
         return torch.randn(size, generator=generator)
-    raise ValueError(f"unknown image {name!r}; choose one of: {', '.join(IMAGES)}")
+    raise ValueError(unknown("image", name, list(IMAGES)))
 
 
 def read_grayscale(path: Path) -> Tensor:

@@ -1,8 +1,8 @@
 """`cnnlab activations run=<run dir> input=<image|noise>`: a PNG of each convolutional stage's feature maps.
 
 d2l exercises 7.6.4–5: what do LeNet's layers respond to, for a digit, a sweater, a cat, or noise?
-The input is decoded and preprocessed exactly as `cnnlab predict` does (see run_dir); `input=noise`
-draws uniform random pixels at the dataset's native size (seeded by activations.seed).
+The input is decoded and preprocessed exactly as `cnnlab predict` does (see cnnlab.runs.finished);
+`input=noise` draws uniform random pixels at the dataset's native size (seeded by activations.seed).
 """
 
 from pathlib import Path
@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from cnnlab.commands import checks, run_dir
-from cnnlab.commands.hydra_app import HydraCommand
+from cnnlab.app import checks
+from cnnlab.console import console
 from cnnlab.errors import ConfigError
+from cnnlab.runs import finished
 from cnnlab.training.device import resolve_device
-from cnnlab.training.logging import console
 from cnnlab.training.visuals import activation_figure, describe, save_png, stage_outputs
 
 NOISE = "noise"
@@ -22,16 +22,16 @@ NOISE = "noise"
 
 def check(cfg: DictConfig) -> None:
     """Validate before any work: run directory, checkpoint, input and options."""
-    run_dir.check_run(cfg, "activations.checkpoint")
+    finished.check_run(cfg, "activations.checkpoint")
     target = str(checks.value(cfg, "input"))
     if target != NOISE:
-        run_dir.image_files(target, "input")
+        finished.image_files(target, "input")
         if Path(target).is_dir():
             raise ConfigError(f"input={target} is a directory; give one image file (or input={NOISE})")
-    checks.integer(cfg, "activations.max_channels", 1, 64)
-    checks.integer(cfg, "activations.columns", 1, 16)
-    checks.integer(cfg, "activations.seed", 0, 0)
-    resolve_device(str(checks.value(cfg, "activations.device")))
+    checks.integer(cfg, "activations.max_channels", 1, example=64)
+    checks.integer(cfg, "activations.columns", 1, example=16)
+    checks.integer(cfg, "activations.seed", 0, example=0)
+    resolve_device(str(checks.value(cfg, "activations.device")), "activations.device")
     output = checks.value(cfg, "activations.output")
     if output is not None and Path(str(output)).suffix.lower() != ".png":
         raise ConfigError(f"activations.output={output} must end in .png")
@@ -40,8 +40,9 @@ def check(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> Path:
     """Draw the feature maps of every stage for the input; print one line per stage; return the PNG."""
     options = cfg.activations
-    trained = run_dir.open_run(
-        run_dir.check_run(cfg, "activations.checkpoint"), resolve_device(options.device)
+    trained = finished.open_run(
+        finished.check_run(cfg, "activations.checkpoint"),
+        resolve_device(options.device, "activations.device"),
     )
     preprocess = trained.preprocess(trained.load_data())
     target = str(cfg.input)
@@ -51,8 +52,8 @@ def run(cfg: DictConfig) -> Path:
         image = torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
         name, title = NOISE, f"input: uniform noise (seed {options.seed})"
     else:
-        path = run_dir.image_files(target, "input")[0]
-        image = run_dir.read_images([path], trained.in_channels, trained.native_size).images
+        path = finished.image_files(target, "input")[0]
+        image = finished.read_images([path], trained.in_channels, trained.native_size).images
         name, title = path.stem, f"input: {path.name}"
     stages = [maps[0] for maps in stage_outputs(trained.model, preprocess(image.to(trained.device)))]
     if not stages:
@@ -69,6 +70,3 @@ def run(cfg: DictConfig) -> Path:
     save_png(activation_figure(image[0], title, stages, options.max_channels, options.columns), output)
     console.print(f"feature maps: {output}", markup=False)
     return output
-
-
-COMMAND = HydraCommand("activations", "activations", check=check, run=run)

@@ -1,6 +1,6 @@
 """`cnnlab evaluate run=<run dir>`: a trained run's loss, accuracy, per-class table and confusion matrix.
 
-The run is opened by cnnlab.commands.run_dir (its docstring explains how the command's config, the
+The run is opened by cnnlab.runs.finished (its docstring explains how the command's config, the
 run's saved config.yaml and a `dataset=` override fit together). Loss and accuracy come from the
 training loop's own `evaluate` with the run's batch size and precision, so best.pt on the test split
 reproduces the run's test/acc, and last.pt on the val split its final val/acc, exactly.
@@ -12,13 +12,14 @@ import torch
 from omegaconf import DictConfig
 from rich.table import Table
 
-from cnnlab.commands import checks, run_dir
-from cnnlab.commands.hydra_app import HydraCommand
-from cnnlab.commands.train import load_data
+from cnnlab.app import checks
+from cnnlab.app.plans import data_spec
+from cnnlab.console import console
 from cnnlab.data.sources import SOURCES
 from cnnlab.errors import ConfigError
+from cnnlab.runs import finished
+from cnnlab.training.build import load_data
 from cnnlab.training.device import PRECISIONS, check_precision, resolve_device, resolve_precision
-from cnnlab.training.logging import console
 from cnnlab.training.loop import evaluate
 from cnnlab.training.visuals import class_accuracies, confusion_figure, confusion_matrix, logits_of, save_png
 
@@ -28,7 +29,9 @@ SPLITS = ("test", "val", "train")
 def _device_and_precision(cfg: DictConfig, run_config: DictConfig) -> tuple[torch.device, str]:
     """evaluate.device / evaluate.precision, or the run's trainer settings where they are null."""
     device_name = checks.value(cfg, "evaluate.device")
-    device = resolve_device(str(device_name if device_name is not None else run_config.trainer.device))
+    # Named evaluate.device even when it is the run's: that is the key that changes it.
+    name = device_name if device_name is not None else run_config.trainer.device
+    device = resolve_device(str(name), "evaluate.device")
     precision = checks.value(cfg, "evaluate.precision")
     precision = str(precision if precision is not None else run_config.trainer.precision)
     if precision not in PRECISIONS:
@@ -39,9 +42,9 @@ def _device_and_precision(cfg: DictConfig, run_config: DictConfig) -> tuple[torc
 
 def check(cfg: DictConfig) -> None:
     """Validate before any work: the run directory and checkpoint exist, the options are valid."""
-    checkpoint = run_dir.check_run(cfg, "evaluate.checkpoint")
+    checkpoint = finished.check_run(cfg, "evaluate.checkpoint")
     checks.choice(cfg, "evaluate.split", SPLITS)
-    _device_and_precision(cfg, run_dir.saved_config(checkpoint.parent))
+    _device_and_precision(cfg, finished.saved_config(checkpoint.parent))
     if "dataset" in cfg:
         checks.choice(cfg, "dataset.name", tuple(SOURCES))
         checks.dataset_loader(cfg)
@@ -49,14 +52,14 @@ def check(cfg: DictConfig) -> None:
 
 def run(cfg: DictConfig) -> float:
     """Evaluate the run; print the results, save the confusion matrix PNG; return the accuracy."""
-    checkpoint = run_dir.check_run(cfg, "evaluate.checkpoint")
+    checkpoint = finished.check_run(cfg, "evaluate.checkpoint")
     split_name = cfg.evaluate.split
-    device, precision = _device_and_precision(cfg, run_dir.saved_config(checkpoint.parent))
-    trained = run_dir.open_run(checkpoint, device)
+    device, precision = _device_and_precision(cfg, finished.saved_config(checkpoint.parent))
+    trained = finished.open_run(checkpoint, device)
     own = trained.load_data()
     preprocess = trained.preprocess(own)
-    config = run_dir.with_dataset(trained, cfg.dataset, cfg.data_dir) if "dataset" in cfg else trained.config
-    data = own if config is trained.config else load_data(config, device)
+    config = finished.with_dataset(trained, cfg.dataset, cfg.data_dir) if "dataset" in cfg else trained.config
+    data = own if config is trained.config else load_data(data_spec(config), device)
     split = getattr(data, split_name)
     if split is None:
         raise ConfigError(
@@ -104,6 +107,3 @@ def _class_table(matrix: torch.Tensor, classes: list[str]) -> Table:
             confused,
         )
     return table
-
-
-COMMAND = HydraCommand("evaluate", "evaluate", check=check, run=run)

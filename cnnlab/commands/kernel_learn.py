@@ -12,8 +12,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from cnnlab.commands import checks
-from cnnlab.commands.hydra_app import HydraCommand
+from cnnlab.app import checks
+from cnnlab.console import console, write_json
 from cnnlab.errors import ConfigError, did_you_mean
 from cnnlab.kernels import (
     FIXED_TARGETS,
@@ -28,7 +28,7 @@ from cnnlab.kernels import (
     synthetic_image,
 )
 from cnnlab.ops import Conv2D, corr2d
-from cnnlab.training.logging import RunLogger, console, write_json
+from cnnlab.training.logging import RunLogger
 from cnnlab.training.loop import Diverged
 from cnnlab.training.optim import build_optimizer
 
@@ -53,11 +53,11 @@ def check(cfg: DictConfig) -> None:
     _problem(cfg)
     checks.choice(cfg, "impl", IMPLS)
     checks.choice(cfg, "optim", OPTIMS)
-    checks.number(cfg, "lr", 0.03, allow_minimum=False)
-    checks.number(cfg, "momentum", 0.9, maximum=0.999)
-    checks.integer(cfg, "epochs", 1, 10)
-    checks.integer(cfg, "log_every", 1, 2)
-    checks.number(cfg, "tolerance", 0.1, allow_minimum=False)
+    checks.number(cfg, "lr", allow_minimum=False, example=0.03)
+    checks.number(cfg, "momentum", maximum=0.999, example=0.9)
+    checks.integer(cfg, "epochs", 1, example=10)
+    checks.integer(cfg, "log_every", 1, example=2)
+    checks.number(cfg, "tolerance", allow_minimum=False, example=0.1)
 
 
 def run(cfg: DictConfig) -> bool:
@@ -125,7 +125,7 @@ def _problem(cfg: DictConfig) -> Problem:
     """Build (and so validate) the target, the image and the starting kernel from the config."""
     target_name, target = _target(cfg)
     shape = _kernel_shape(cfg, target)
-    checks.integer(cfg, "seed", 0, 0)
+    checks.integer(cfg, "seed", 0, example=0)
     if not isinstance(checks.value(cfg, "bias"), bool):
         raise ConfigError(f"bias must be true or false, got {checks.value(cfg, 'bias')!r}; e.g. bias=true")
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -144,8 +144,8 @@ def _problem(cfg: DictConfig) -> Problem:
 
 def _target(cfg: DictConfig) -> tuple[str, Tensor]:
     """(name, kernel) of `target`: a named kernel or a custom matrix (every target option is checked)."""
-    size = checks.integer(cfg, "gaussian.size", 1, 3)
-    sigma = checks.number(cfg, "gaussian.sigma", 1.0, allow_minimum=False)
+    size = checks.integer(cfg, "gaussian.size", 1, example=3)
+    sigma = checks.number(cfg, "gaussian.sigma", allow_minimum=False, example=1.0)
     v = checks.value(cfg, "direction")
     if not (_is_numbers(v) and len(v) == 2 and any(v)):
         raise ConfigError(f"direction must be a nonzero vector [x, y], got {v!r}; e.g. direction=[1,1]")
@@ -375,6 +375,3 @@ def _write_result(
             "config": OmegaConf.to_container(cfg, resolve=True),
         },
     )
-
-
-COMMAND = HydraCommand("kernel-learn", "kernel_learn", check=check, run=run)

@@ -2,7 +2,7 @@
 
 Each image is decoded as the run's training images were (grayscale or RGB by the model's input
 channels, resized to the dataset's native size), then goes through the run's own preprocessing
-(resize to the model's input, normalization by the training split's statistics): see run_dir.
+(resize to the model's input, normalization by the training split's statistics): see cnnlab.runs.finished.
 """
 
 import json
@@ -13,10 +13,10 @@ from omegaconf import DictConfig
 from rich.table import Table
 from rich.text import Text
 
-from cnnlab.commands import checks, run_dir
-from cnnlab.commands.hydra_app import HydraCommand
+from cnnlab.app import checks
+from cnnlab.console import console
+from cnnlab.runs import finished
 from cnnlab.training.device import resolve_device
-from cnnlab.training.logging import console
 from cnnlab.training.visuals import logits_of
 
 FORMATS = ("table", "json")
@@ -24,22 +24,24 @@ FORMATS = ("table", "json")
 
 def check(cfg: DictConfig) -> None:
     """Validate before any work: run directory, checkpoint, input files and options."""
-    run_dir.check_run(cfg, "predict.checkpoint")
-    run_dir.image_files(str(checks.value(cfg, "input")), "input")
-    checks.integer(cfg, "predict.top_k", 1, 3)
-    checks.integer(cfg, "predict.batch_size", 1, 256)
+    finished.check_run(cfg, "predict.checkpoint")
+    finished.image_files(str(checks.value(cfg, "input")), "input")
+    checks.integer(cfg, "predict.top_k", 1, example=3)
+    checks.integer(cfg, "predict.batch_size", 1, example=256)
     checks.choice(cfg, "predict.format", FORMATS)
-    resolve_device(str(checks.value(cfg, "predict.device")))
+    resolve_device(str(checks.value(cfg, "predict.device")), "predict.device")
 
 
 def run(cfg: DictConfig) -> list[dict]:
     """Classify the images; print a table or JSON; return the predictions."""
     options = cfg.predict
-    trained = run_dir.open_run(run_dir.check_run(cfg, "predict.checkpoint"), resolve_device(options.device))
+    trained = finished.open_run(
+        finished.check_run(cfg, "predict.checkpoint"), resolve_device(options.device, "predict.device")
+    )
     data = trained.load_data()
     preprocess = trained.preprocess(data)
-    files = run_dir.image_files(str(cfg.input), "input")
-    split = run_dir.read_images(files, trained.in_channels, trained.native_size).to(trained.device)
+    files = finished.image_files(str(cfg.input), "input")
+    split = finished.read_images(files, trained.in_channels, trained.native_size).to(trained.device)
     logits = logits_of(trained.model, split, preprocess, options.batch_size, "32")  # float32: a few images
     top = torch.softmax(logits, dim=1).topk(min(options.top_k, len(data.classes)), dim=1)
     results = [
@@ -74,6 +76,3 @@ def _table(results: list[dict], target: Path) -> Table:
         cells = [Text(f"{p['class']} {p['probability']:.1%}") for p in result["top_k"]]
         table.add_row(Text(str(name)), *cells)
     return table
-
-
-COMMAND = HydraCommand("predict", "predict", check=check, run=run)

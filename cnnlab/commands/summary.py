@@ -13,10 +13,9 @@ from rich.table import Table
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.commands import checks
-from cnnlab.commands.hydra_app import HydraCommand
+from cnnlab.app import checks
+from cnnlab.console import console
 from cnnlab.models import create_model
-from cnnlab.training.logging import console
 
 FORMATS = ("table", "json")
 MEGABYTE = 1024**2
@@ -118,7 +117,7 @@ def _short(count: int) -> str:
 
 def check(cfg: DictConfig) -> None:
     """Validate the summary options and that the model takes the configured input size."""
-    checks.integer(cfg, "summary.depth", 1, 3)
+    checks.integer(cfg, "summary.depth", 1, example=3)
     checks.choice(cfg, "summary.format", FORMATS)
     checks.check_model(cfg)
 
@@ -168,6 +167,3 @@ def _print_table(summary: Summary) -> None:
     console.print(table, width=width, crop=False)
     for label, text in footer:
         console.print(f"{label}: {text}", markup=False)
-
-
-COMMAND = HydraCommand("summary", "summary", check=check, run=run)

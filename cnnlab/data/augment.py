@@ -24,15 +24,15 @@ class Augment:
 
     size: tuple[int, int]  # (height, width) of the preprocessed inputs
     num_classes: int
-    crop: str = "none"  # none | padded (CIFAR-style: a random crop of the zero-padded image) | resized
-    padding: int = 0  # crop=padded: pixels of zeros on each side
-    scale: tuple[float, float] = (0.08, 1.0)  # crop=resized: the crop's share of the image area
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)  # crop=resized: its aspect ratio, width / height
-    flip: bool = False  # horizontal, with probability 1/2
-    random_erasing: float = 0.0  # probability of zeroing a random rectangle
-    mixup_alpha: float = 0.0  # λ ~ Beta(α, α); 0: off
-    cutmix_alpha: float = 0.0  # λ ~ Beta(α, α); 0: off. With both on, each mixed sample picks one.
-    mix_prob: float = 1.0  # share of samples mixed, when mixup or cutmix is on
+    crop: str  # none | padded (CIFAR-style: a random crop of the zero-padded image) | resized
+    padding: int  # crop=padded: pixels of zeros on each side
+    scale: tuple[float, float]  # crop=resized: the crop's share of the image area
+    ratio: tuple[float, float]  # crop=resized: its aspect ratio in pixels, width / height
+    flip: bool  # horizontal, with probability 1/2
+    random_erasing: float  # probability of zeroing a random rectangle
+    mixup_alpha: float  # λ ~ Beta(α, α); 0: off
+    cutmix_alpha: float  # λ ~ Beta(α, α); 0: off. With both on, each mixed sample picks one.
+    mix_prob: float  # share of samples mixed, when mixup or cutmix is on
 
     @property
     def active(self) -> bool:
@@ -66,8 +66,9 @@ class Augment:
                 aspect = np.exp(rng.uniform(*np.log(self.ratio), size=n))
                 # The crop's width and height as shares of the image's; a crop that would not fit is
                 # clipped to the image (torchvision retries instead, then falls back to a centre crop).
-                crop_w = np.minimum(np.sqrt(area * aspect), 1.0)
-                crop_h = np.minimum(np.sqrt(area / aspect), 1.0)
+                # (aspect is of pixels: a non-square image's shares differ by its own aspect.)
+                crop_w = np.minimum(np.sqrt(area * aspect * height / width), 1.0)
+                crop_h = np.minimum(np.sqrt(area / aspect * width / height), 1.0)
                 theta[:, 0, 0], theta[:, 1, 1] = crop_w, crop_h
                 theta[:, 0, 2] = rng.uniform(-1, 1, size=n) * (1 - crop_w)
                 theta[:, 1, 2] = rng.uniform(-1, 1, size=n) * (1 - crop_h)

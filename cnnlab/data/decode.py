@@ -106,6 +106,7 @@ class FileReader:
                 num_workers=workers,
                 collate_fn=_collate,
                 persistent_workers=workers > 0,
+                pin_memory=torch.cuda.is_available(),  # a GPU run's copies then overlap the step
                 prefetch_factor=4 if workers else None,
                 worker_init_fn=_leave_process_group,
                 generator=torch.Generator(),  # workers seeded apart from the global RNG (the model init)

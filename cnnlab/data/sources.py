@@ -14,7 +14,7 @@ import torch
 
 from cnnlab.data.decode import DECODER_VERSION, FileReader, decode_all, file_labels
 from cnnlab.data.splits import stratified_split
-from cnnlab.errors import ConfigError, DataError, did_you_mean, first_line
+from cnnlab.errors import ConfigError, DataError, first_line, unknown
 from cnnlab.files import atomic_write
 
 
@@ -262,16 +262,18 @@ def load_imagefolder(
     parts = [part for part in FOLDER_SPLITS if (base / part).is_dir()]
     files = {part: _image_files(base / part, classes) for part in parts}
     total = sum(len(found) for found in files.values())
-    decoded_bytes = total * channels * image_size[0] * image_size[1]
-    budget = memory_budget * _physical_memory()
+    image_bytes = channels * image_size[0] * image_size[1]
+    # Each epoch gathers its shuffled order of the training images: a second copy of them.
+    needed = (total + len(files["train"])) * image_bytes
+    budget = memory_budget * _memory_for_data()
     notes = []
     if stream == "auto":
-        stream = decoded_bytes > budget
+        stream = needed > budget
         where = "streamed from the files" if stream else "decoded into memory"
         notes.append(
-            f"imagefolder: {total:,} images at {image_size[0]}×{image_size[1]} take {_size(decoded_bytes)} "
-            f"decoded, {'over' if stream else 'within'} dataset.loader.memory_budget={memory_budget:g} of "
-            f"RAM ({_size(budget)}): {where}"
+            f"imagefolder: {total:,} images at {image_size[0]}×{image_size[1]} need {_size(needed)} decoded "
+            f"(training images twice), {'over' if stream else 'within'} dataset.loader.memory_budget="
+            f"{memory_budget:g} of this process's memory ({_size(budget)}): {where}"
         )
     if stream:
         splits = {}
@@ -281,7 +283,7 @@ def load_imagefolder(
                 notes += _skipped_note(skipped, base / part)
             splits[part] = FileSplit(tuple(found), list(image_size), channels, file_labels(found), workers)
         return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes, tuple(notes))
-    fingerprint = [DECODER_VERSION, str(base.resolve()), list(image_size), channels, skip_unreadable]
+    fingerprint = [DECODER_VERSION, str(base.resolve()), classes, list(image_size), channels, skip_unreadable]
     for part, found in files.items():
         fingerprint += [
             part,
@@ -293,7 +295,6 @@ def load_imagefolder(
         try:
             saved = torch.load(cache, weights_only=True)
             splits = {part: Split(*saved[part][:2]) for part in parts}
-            skipped = {part: saved[part][2] for part in parts}
         except Exception as error:  # truncated, overwritten, or of another cnnlab version
             reason = first_line(error, 120)
             raise DataError(
@@ -320,9 +321,8 @@ def load_imagefolder(
                 "(dataset.loader.stream=true)"
             ) from None
         splits = {part: Split(*saved[part][:2]) for part in parts}
-        skipped = {part: saved[part][2] for part in parts}
     for part in parts:
-        notes += _skipped_note(skipped[part], base / part)
+        notes += _skipped_note(saved[part][2], base / part)
         if not len(splits[part]):
             raise DataError(f"no readable images under {base / part}/<class>/: all {len(files[part])} failed")
     return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes, tuple(notes))
@@ -371,9 +371,18 @@ def _skipped_note(skipped: list[str], folder: Path) -> list[str]:
     ]
 
 
-def _physical_memory() -> int:
-    """Bytes of RAM on this machine."""
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def _memory_for_data() -> int:
+    """Bytes of memory this process may fill with data: the machine's RAM, or its container's limit
+    (cgroup v2 or v1) if lower, shared among the torchrun ranks on this machine (each holds a copy)."""
+    limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limit = min(limit, int(text))
+    return limit // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def _size(num_bytes: float) -> str:
@@ -402,9 +411,7 @@ def load_dataset(
     `progress` shows a first decode of image files."""
     if name not in SOURCES:
         known = sorted(SOURCES)
-        raise ConfigError(
-            f"unknown dataset {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
-        )
+        raise ConfigError(unknown("dataset", name, known))
     data = SOURCES[name](**loader_options, **({"progress": progress} if name == "imagefolder" else {}))
     for part, split in (("train", data.train), ("val", data.val), ("test", data.test)):
         low, high = (int(split.labels.min()), int(split.labels.max())) if split and len(split) else (0, 0)

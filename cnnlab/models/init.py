@@ -2,6 +2,8 @@
 
 from torch import nn
 
+from cnnlab.errors import unknown
+
 INIT_SCHEMES = ("xavier", "kaiming", "default")
 
 
@@ -13,7 +15,7 @@ def init_weights(model: nn.Module, scheme: str, zero_init_head: bool) -> nn.Modu
     steps train the classifier before they move the features.
     """
     if scheme not in INIT_SCHEMES:
-        raise ValueError(f"unknown init {scheme!r}; choose one of: {', '.join(INIT_SCHEMES)}")
+        raise ValueError(unknown("init", scheme, list(INIT_SCHEMES)))
     linear = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     if scheme != "default":
         for module in linear:

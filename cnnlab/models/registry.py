@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from cnnlab.errors import ConfigError, did_you_mean
+from cnnlab.errors import ConfigError, unknown
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -34,7 +34,5 @@ def create_model(
     """Build the registered model `name`, fully constructed (no lazy modules)."""
     if name not in _BUILDERS:
         known = list_models()
-        raise ConfigError(
-            f"unknown model {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
-        )
+        raise ConfigError(unknown("model", name, known))
     return _BUILDERS[name](in_channels, num_classes, input_size, **options)

@@ -160,3 +160,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Checkpointer:
+    """Writes a run's last.pt (and copies it to best.pt when validation improved): the training state,
+    the loop's, the RNGs' and the run's config. Under torchrun only rank 0 writes (`write`)."""
+
+    def __init__(self, last: Path, best: Path, config: dict[str, Any], write: bool = True) -> None:
+        self.last, self.best, self.config, self.write = last, best, config, write
+
+    def save(self, training: dict[str, Any], state: dict[str, Any], best: bool) -> None:
+        """Save `training` (model, optimizer, … state dicts) and the loop's `state`; best: also best.pt."""
+        if not self.write:
+            return
+        save_checkpoint(self.last, {**training, "state": state, "rng": rng_state(), "config": self.config})
+        if best:  # the same bytes: copied, not serialized a second time
+            copy_checkpoint(self.last, self.best)

@@ -9,8 +9,21 @@ from cnnlab.errors import ConfigError
 PRECISIONS = ("auto", "32", "bf16", "16")
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' → cuda, then mps, then cpu; otherwise the named device, which must exist."""
+# trainer.compile's choices besides true/false: `auto`, torch.compile's modes, and `cudagraphs` (its
+# backend that records CUDA graphs without generating code).
+COMPILE_CHOICES = (
+    "auto",
+    "cudagraphs",
+    "default",
+    "reduce-overhead",
+    "max-autotune",
+    "max-autotune-no-cudagraphs",
+)
+
+
+def resolve_device(name: str, key: str) -> torch.device:
+    """'auto' → cuda, then mps, then cpu; otherwise the named device, which must exist (`key`: the
+    config key it came from, which its errors name)."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -20,24 +33,22 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(
-            f"trainer.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
+        raise ConfigError(f"{key}={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
-                f"trainer.device={name} but this machine has no usable CUDA GPU "
-                f"(torch {torch.__version__}); use trainer.device=cpu or trainer.device=auto"
+                f"{key}={name} but this machine has no usable CUDA GPU "
+                f"(torch {torch.__version__}); use {key}=cpu or {key}=auto"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ConfigError(
-                f"trainer.device={name} but only {torch.cuda.device_count()} CUDA device(s) exist; "
-                "use cuda:0 .. cuda:N-1"
+                f"{key}={name} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                f"use {key}=cuda:0 .. cuda:N-1"
             )
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("trainer.device=mps but MPS is not available; use trainer.device=cpu")
+        raise ConfigError(f"{key}=mps but MPS is not available; use {key}=cpu")
     elif device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"trainer.device={name!r} is not supported; use auto, cpu, cuda[:N] or mps")
+        raise ConfigError(f"{key}={name!r} is not supported; use auto, cpu, cuda[:N] or mps")
     return device
 
 

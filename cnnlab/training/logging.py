@@ -1,13 +1,10 @@
 """What a run reports: TensorBoard events, a progress bar or plain lines, metrics.json."""
 
-import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,13 +13,9 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
-from cnnlab.files import atomic_write
-
-console = Console(highlight=False, soft_wrap=True)
-error_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from cnnlab.console import console
 
 
 class _ImagesPerSecond(ProgressColumn):
@@ -161,25 +154,3 @@ class QuietLogger(RunLogger):
 
     def close(self) -> None:
         """Nothing to close."""
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (readers never see half a file)."""
-    data = (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode()
-    atomic_write(path, lambda file: file.write(data))
-
-
-def print_summary(rows: list[tuple[str, str]], title: str) -> None:
-    """Print a two-column summary table."""
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in rows:
-        table.add_row(key, value)
-    console.print(table)
-
-
-def print_error(prefix: str, message: str) -> None:
-    """One line on stderr: `<prefix>: error: <message>`."""
-    error_console.print(f"{prefix}: error: {message}", markup=False)
-    sys.stderr.flush()

@@ -15,6 +15,7 @@ from cnnlab.data.augment import Augment
 from cnnlab.data.batches import Preprocess, batches, epoch_order
 from cnnlab.data.sources import AnySplit, Dataset
 from cnnlab.errors import CnnlabError
+from cnnlab.training.checkpoint import Checkpointer
 from cnnlab.training.device import autocast
 from cnnlab.training.distributed import SINGLE_PROCESS, Distributed
 from cnnlab.training.logging import RunLogger
@@ -182,13 +183,36 @@ class BatchLoss(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy loss and the number of correct predictions of a uint8 batch, augmented
         with `draws` (Augment.draw) if given; mixed samples count as correct for their own label."""
+        # Preprocessing and augmentation in float32, outside autocast: under bf16 the crops' sampling
+        # grid would be rounded to neighbouring pixels.
+        inputs, targets = self.preprocess(images), labels
+        if draws is not None:
+            inputs, targets = self.augment(inputs, labels, draws)
         with autocast(images.device, self.precision):
-            inputs, targets = self.preprocess(images), labels
-            if draws is not None:
-                inputs, targets = self.augment(inputs, labels, draws)
             logits = self.model(inputs)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
         return loss, (logits.argmax(dim=1) == labels).sum()
+
+
+@dataclass
+class Training:
+    """Everything one training run steps (built by cnnlab.training.build)."""
+
+    model: nn.Module  # the plain module: checkpoints save it (no module./_orig_mod. keys)
+    forward: nn.Module  # what trains: a BatchLoss around the model (in DDP), compiled if configured
+    preprocess: Preprocess
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    settings: LoopSettings
+    input_size: tuple[int, int]
+    compile: bool | str  # trainer.compile with 'auto' resolved for the device
+    augment: Augment | None  # the training batches' augmentation (inside `forward`); None: none
+
+    def states(self) -> dict[str, Any]:
+        """The model's, optimizer's, schedule's and scaler's state dicts, as a checkpoint holds them."""
+        parts = ("model", "optimizer", "scheduler", "scaler")
+        return {name: getattr(self, name).state_dict() for name in parts}
 
 
 def train_step(
@@ -223,31 +247,28 @@ def train_step(
 
 
 def fit(
-    forward: nn.Module,
-    model: nn.Module,
+    training: Training,
     data: Dataset,
-    preprocess: Preprocess,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    settings: LoopSettings,
     state: RunState,
     logger: RunLogger,
-    save: Callable[[RunState, bool], None],
+    checkpointer: Checkpointer,
     after_epoch: Callable[[RunState], None] = lambda state: None,
-    augment: Augment | None = None,
 ) -> RunState:
-    """Train from `state` to `settings.epochs` (or an early stop), validating after each epoch;
-    `save(state, best)` writes last.pt (and best.pt when the validation accuracy improved).
+    """Train from `state` to the settings' epochs (or an early stop), validating after each epoch;
+    the checkpointer writes last.pt (and best.pt when the validation accuracy improved).
 
-    `forward` (a BatchLoss, perhaps compiled or around DDP) takes the steps; `model` is the plain
-    module inside it, which `evaluate` runs.
-
-    `after_epoch(state)` runs once each epoch is logged (e.g. to draw TensorBoard images).
-
-    `augment` (the one inside `forward`) draws each training batch's augmentation from (seed, epoch,
-    batch, rank): a resumed run draws what an uninterrupted one would.
+    `training.forward` (a BatchLoss, perhaps compiled or around DDP) takes the steps, its augmentation
+    drawn for each batch from (seed, epoch, batch, rank), so a resumed run draws what an uninterrupted
+    one would; `training.model` is the plain module inside it, which `evaluate` runs. `after_epoch(state)`
+    runs once each epoch is logged (e.g. to draw TensorBoard images).
     """
+    settings, augment, optimizer = training.settings, training.augment, training.optimizer
+    wall_start = time.perf_counter() - state.wall_seconds
+
+    def save(best: bool) -> None:
+        state.wall_seconds = time.perf_counter() - wall_start
+        checkpointer.save(training.states(), state.as_dict(), best)
+
     train = data.train
     device = train.device
     ranks = settings.distributed
@@ -257,7 +278,7 @@ def fit(
     with StopSignals(enabled=not ranks.enabled) as stop:
         while state.epoch < settings.epochs and state.stopped_early is None:
             epoch = state.epoch
-            model.train()
+            training.model.train()
             order = ranks.shard(epoch_order(len(train), settings.seed, epoch), pad=True)
             # Per-step losses and gradient norms stay on the device: no synchronization until the
             # epoch's end.
@@ -273,7 +294,14 @@ def fit(
                     draws = augment.draw(len(labels), settings.seed, epoch, state.batch, ranks.rank)
                     draws = {key: value.to(device, non_blocking=True) for key, value in draws.items()}
                 loss_sum, hits, grad_norm = train_step(
-                    forward, images, labels, optimizer, scheduler, scaler, settings.clip_grad_norm, draws
+                    training.forward,
+                    images,
+                    labels,
+                    optimizer,
+                    training.scheduler,
+                    training.scaler,
+                    settings.clip_grad_norm,
+                    draws,
                 )
                 losses[state.batch] = loss_sum
                 if grad_norms is not None:
@@ -293,7 +321,7 @@ def fit(
                     tic = time.perf_counter()
                     stuck = check_health and _check_health(state, settings, logger) and settings.stop_if_stuck
                     if stop.signum is not None or stuck or checkpoint:
-                        save(state, False)
+                        save(False)
                     if stop.signum is not None:
                         logger.close()
                         raise Interrupted(stop.signum)
@@ -302,7 +330,12 @@ def fit(
                         raise Stuck(f"{state.warnings[-1]['message']} (stopped: trainer.stop_if_stuck=true)")
             _settle(state, losses, grad_norms, correct, tic, lrs, ranks)
             val_loss, val_acc = evaluate(
-                model, data.val, preprocess, settings.eval_batch_size, settings.precision, ranks
+                training.model,
+                data.val,
+                training.preprocess,
+                settings.eval_batch_size,
+                settings.precision,
+                ranks,
             )
             if not math.isfinite(val_loss):
                 raise Diverged(
@@ -332,7 +365,7 @@ def fit(
             if improved:
                 state.best_val_acc, state.best_val_loss, state.best_epoch = val_acc, val_loss, epoch + 1
             _early_stopping(state, settings, val_acc)
-            save(state, improved)
+            save(improved)
             logger.scalars({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch + 1)
             logger.end_epoch(epoch + 1, metrics)
             after_epoch(state)

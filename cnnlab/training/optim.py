@@ -3,7 +3,7 @@
 import torch
 from torch.optim import lr_scheduler
 
-from cnnlab.errors import ConfigError, did_you_mean
+from cnnlab.errors import ConfigError, unknown
 
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 SCHEDULERS = ("none", "step", "cosine", "onecycle")
@@ -11,9 +11,7 @@ SCHEDULERS = ("none", "step", "cosine", "onecycle")
 
 def _unknown(kind: str, name: str, known) -> ConfigError:
     known = sorted(known)
-    return ConfigError(
-        f"unknown {kind} {name!r}{did_you_mean(name, known)}; choose one of: {', '.join(known)}"
-    )
+    return ConfigError(unknown(kind, name, known))
 
 
 def build_optimizer(params, name: str, **options) -> torch.optim.Optimizer:

@@ -1,0 +1,74 @@
+"""Hydra callback (configs/hydra/cnnlab.yaml): after every multirun, its report and its failed jobs.
+
+It runs in the process that launched the sweep, whichever launcher ran the jobs (in process, joblib
+workers, submitit or SLURM), and learns how each job ended from the job records on disk
+(cnnlab.runs.jobs), never from memory.
+"""
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cnnlab.console import print_error
+from cnnlab.errors import CnnlabError
+from cnnlab.runs import report
+from cnnlab.runs.jobs import plan_jobs, read_jobs
+
+# The jobs of this process's multirun that did not finish, one line each: HydraCommand empties the
+# list before it runs Hydra and exits 1 when the multirun leaves any.
+failed_jobs: list[str] = []
+# The multirun in progress in this process: [sweep directory, command name] (empty: none).
+active: list = []
+
+
+class SweepReport(Callback):
+    """Prints `cnnlab report <sweep dir>` and collects the failed jobs when a multirun ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a SLURM launch on a machine that is not part of a SLURM cluster; plan the jobs."""
+        launcher = str(config.hydra.launcher.get("_target_", ""))
+        if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
+            print_error(
+                f"cnnlab {config.hydra.job.name}",
+                "this SLURM launcher submits jobs with sbatch/srun, which this machine lacks: run the sweep "
+                "on the cluster's login node (hydra/launcher=submitit_local runs the same jobs here)",
+            )
+            raise SystemExit(2)  # as HydraCommand does: past Hydra's error report, which prints a traceback
+        sweep_dir = Path(config.hydra.sweep.dir)
+        active[:] = [sweep_dir, config.hydra.job.name]
+        if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            plan_jobs(sweep_dir, planned_jobs(list(config.hydra.overrides.task)))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Report the sweep's runs (if it made any) and note which jobs failed."""
+        report_sweep(Path(config.hydra.sweep.dir), config.hydra.job.name)
+
+
+def report_sweep(sweep_dir: Path, command: str) -> None:
+    """Print the sweep's report and collect its jobs that did not finish into `failed_jobs`."""
+    active.clear()
+    failed_jobs[:] = [job.summary for job in read_jobs(sweep_dir) if job.status != "finished"]
+    try:
+        runs = report.collect(sweep_dir)
+        if runs:  # a sweep of `cnnlab summary`, say, trains nothing
+            report.publish(runs, sweep_dir)
+    except (CnnlabError, OSError) as error:
+        print_error(f"cnnlab {command}", f"no sweep report: {error}")
+
+
+def report_stopped_sweep() -> None:
+    """The report of a multirun stopped before its end (Ctrl-C, SIGTERM): its runs so far."""
+    if active:
+        report_sweep(*active)
+
+
+def planned_jobs(overrides: list[str]) -> list[list[str]]:
+    """Each job's overrides, as the basic sweeper will launch them (in its order)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]

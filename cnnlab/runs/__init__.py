@@ -1,0 +1,1 @@
+"""What a run is on disk: finished runs, resuming, the run lock, sweep job records, hparams, reports."""

@@ -1,0 +1,269 @@
+"""The report of a directory of runs: one table comparing the runs of a sweep, or of every run under outputs/.
+
+A run is a directory with a metrics.json (`cnnlab train` writes it when it ends, finished or not),
+or a multirun job that never wrote one (cnnlab.runs.jobs keeps its record: failed early, still
+running, or killed). Its settings come from Hydra's .hydra/ files (the overrides, the config
+groups chosen) and the resolved config.yaml; the table's setting columns are the overridden keys
+whose values differ between the runs. The rows go best validation accuracy first (the test accuracy
+is shown beside it, never ranked on); report.csv (every field) and report.md (the table) are written
+into the directory. Every multirun prints the same
+report at its end (cnnlab.app.sweep_callback); `cnnlab report` prints it on demand.
+"""
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from cnnlab.console import console
+from cnnlab.errors import ConfigError
+from cnnlab.runs.hparams import override_values, setting
+from cnnlab.runs.jobs import JOBS_DIR, JobRecord, read_jobs
+from cnnlab.runs.layout import CONFIG, HYDRA, METRICS, RunDir
+from cnnlab.runs.lock import lock_holder
+
+STATUS_STYLES = {
+    "finished": "green",
+    "failed": "red",
+    "unreadable": "red",
+    "interrupted": "yellow",
+    "running": "cyan",
+    "pending": "dim",
+}
+NUMERIC_COLUMNS = {"best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s"}
+HINT = "give a sweep directory (outputs/train-sweeps/<date>/<time>) or outputs/ for every run"
+
+
+@dataclass
+class Run:
+    """One run's settings and results, as its files on disk tell them."""
+
+    directory: Path
+    job: tuple[Path, int] | None  # a multirun job's sweep directory and number
+    overrides: dict[str, str]  # key or config group → value, as the command line set them
+    choices: dict[str, Any]  # config group → option chosen
+    config: DictConfig | None  # the resolved config.yaml (None: the job failed before writing it)
+    metrics: dict[str, Any]  # metrics.json ({}: never written)
+    status: str
+    error: str | None
+
+    def setting(self, key: str) -> str:
+        """This run's value of a config key or group, as text ("" when unknown)."""
+        if key not in self.choices and self.config is None:  # failed before saving its config
+            return self.overrides.get(key, "")
+        value = setting(key, self.config, self.choices)
+        return "null" if value is None else str(value)
+
+    @property
+    def best_val_acc(self) -> float | None:
+        """The best epoch's validation accuracy (None: no epoch finished)."""
+        best = self.metrics.get("best", {})
+        return best["val/acc"] if best.get("epoch") else None
+
+    @property
+    def test(self) -> dict[str, float]:
+        """best.pt's test loss and accuracy ({}: not measured — no test split, or the run did not finish)."""
+        return self.metrics.get("test") or {}
+
+
+def collect(root: Path) -> list[Run]:
+    """Every run under the directory `root` (itself possibly a run), best validation accuracy first."""
+    runs: dict[Path, Run] = {}
+    for metrics_file in root.rglob(METRICS):
+        runs[metrics_file.parent] = _read_run(metrics_file.parent, None)
+    # A run killed with -9 (or still training) has its config.yaml but no metrics.json yet.
+    for config_file in root.rglob(CONFIG):
+        if config_file.parent.name != HYDRA and config_file.parent not in runs:
+            runs[config_file.parent] = _read_run(config_file.parent, None)
+    for jobs_dir in root.rglob(JOBS_DIR):
+        sweep_dir = jobs_dir.parent
+        for record in read_jobs(sweep_dir):
+            directory = sweep_dir / record.directory
+            # A finished job without metrics.json is no training run (e.g. a `cnnlab summary -m` job).
+            if directory in runs or record.status != "finished":
+                runs[directory] = _read_run(directory, (sweep_dir, record))
+    return sorted(runs.values(), key=_rank)
+
+
+def varied_keys(runs: list[Run]) -> list[str]:
+    """The overridden keys (in command-line order) whose values differ between the runs."""
+    keys = dict.fromkeys(key for run in runs for key in run.overrides)
+    return [key for key in keys if len({run.setting(key) for run in runs}) > 1]
+
+
+def publish(runs: list[Run], root: Path) -> None:
+    """Print the runs' table and write report.csv and report.md into `root`."""
+    keys = varied_keys(runs)
+    results = ["best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s", "status"]
+    headers = ["run", *keys, *results]
+    rows = [[_label(run, root), *(run.setting(key) for key in keys), *_results(run)] for run in runs]
+    table = Table()
+    for header in headers:
+        table.add_column(header, justify="right" if header in NUMERIC_COLUMNS else "left")
+    for run, row in zip(runs, rows, strict=True):
+        table.add_row(*map(Text, row[:-1]), Text(row[-1], style=STATUS_STYLES.get(run.status, "")))
+    console.print(f"cnnlab report: {len(runs)} run(s) in {root}")
+    _print_whole(table)
+    (root / "report.md").write_text(_markdown(headers, rows))
+    (root / "report.csv").write_text(_csv(runs, keys, root))
+    console.print(f"report: {root / 'report.md'}, {root / 'report.csv'}")
+
+
+def _print_whole(table: Table) -> None:
+    """Print `table` fitted to the terminal, or whole (nothing cut) into a file or pipe."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    Console(file=console.file, width=width, highlight=False).print(table)
+
+
+def _read_run(directory: Path, job: tuple[Path, JobRecord] | None) -> Run:
+    """The run in `directory`; `job`: the sweep directory and record of a multirun job. A run whose
+    files cannot be read is listed as unreadable, with the reason: one bad run never hides the others."""
+    try:
+        return _parse_run(directory, job)
+    except Exception as error:  # any malformed file (a YAML scalar, a list for a mapping, …)
+        error = error if isinstance(error, ConfigError) else f"cannot read the run in {directory}: {error!r}"
+        place = (job[0], job[1].num) if job else None
+        return Run(directory, place, {}, {}, None, {}, "unreadable", str(error))
+
+
+def _parse_run(directory: Path, job: tuple[Path, JobRecord] | None) -> Run:
+    record = job[1] if job else None
+    hydra = (_read_yaml(RunDir(directory).hydra("hydra.yaml")) or {}).get("hydra", {})
+    saved_overrides = _read_yaml(RunDir(directory).hydra("overrides.yaml"))
+    overrides = saved_overrides if saved_overrides is not None else (record.overrides if record else [])
+    exclude = hydra.get("job", {}).get("config", {}).get("override_dirname", {}).get("exclude_keys", [])
+    config = None
+    if RunDir(directory).config.is_file():
+        config = OmegaConf.create(_read_yaml(RunDir(directory).config))
+    metrics = _read_metrics(RunDir(directory).metrics) if RunDir(directory).metrics.is_file() else {}
+    status, error = metrics.get("status"), metrics.get("error")
+    if not metrics and record is None:  # a run without metrics.json: still training, or killed
+        holder = lock_holder(directory)
+        status = "running" if holder and holder["alive"] else "interrupted"
+        error = (
+            None
+            if status == "running"
+            else "no metrics.json: the process was killed (kill -9, out of memory?)"
+        )
+    # The job's record has the last word when it disagrees with a "finished" metrics.json (or there is
+    # none): the job failed after training, or before it, or never came back.
+    if record is not None and status in (None, "finished") and record.status != "finished":
+        status, error = record.status, record.error
+    return Run(
+        directory=directory,
+        job=(job[0], job[1].num) if job else None,
+        overrides=override_values(overrides, exclude),
+        choices=hydra.get("runtime", {}).get("choices", {}),
+        config=config,
+        metrics=metrics,
+        status=status or "unknown",
+        error=error,
+    )
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read {path}: {str(error).splitlines()[0]}") from None
+
+
+# What `_results`, `_csv` and the ranking read of a metrics.json.
+_METRICS_FIELDS = {"status": str, "epochs": int, "epochs_planned": int, "best": dict, "final": dict}
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    wrong = [
+        key
+        for key, kind in _METRICS_FIELDS.items()
+        if not isinstance(metrics, dict) or not isinstance(metrics.get(key), kind)
+    ]
+    best = metrics.get("best") if isinstance(metrics, dict) else None
+    if wrong or not isinstance(best.get("val/acc"), int | float) or not isinstance(best.get("epoch"), int):
+        raise ConfigError(
+            f"{path} is not a cnnlab metrics.json (missing or mistyped: {', '.join(wrong) or 'best'})"
+        )
+    return metrics
+
+
+def _rank(run: Run) -> tuple:
+    best = run.best_val_acc
+    place = (str(run.job[0]), run.job[1]) if run.job else (str(run.directory), 0)
+    return (best is None, -(best or 0.0), *place)
+
+
+def _label(run: Run, root: Path) -> str:
+    """The run's directory relative to `root`; a multirun job's is its sweep's and its number."""
+    if run.job is None:
+        return str(run.directory.relative_to(root))
+    sweep = run.job[0].relative_to(root)
+    return f"{sweep}/{run.job[1]}" if sweep.parts else str(run.job[1])
+
+
+def _results(run: Run) -> list[str]:
+    final, metrics = run.metrics.get("final", {}), run.metrics
+    best = run.best_val_acc
+    return [
+        "" if best is None else f"{best:.4f}",
+        f"{run.test['test/acc']:.4f}" if run.test else "",
+        f"{final['train/loss']:.4f}" if "train/loss" in final else "",
+        f"{metrics['epochs']}/{metrics['epochs_planned']}" if metrics else "",
+        f"{metrics['wall_time_s']:.1f} s" if metrics else "",
+        f"{metrics['images_per_s']:,.0f}" if metrics.get("images_per_s") else "",
+        run.status,
+    ]
+
+
+def _markdown(headers: list[str], rows: list[list[str]]) -> str:
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    align = ["---:" if header in NUMERIC_COLUMNS else "---" for header in headers]
+    return "\n".join([line(headers), line(align), *(line(row) for row in rows)]) + "\n"
+
+
+def _csv(runs: list[Run], keys: list[str], root: Path) -> str:
+    fields = ["best_val_acc", "best_epoch", "test_acc", "test_loss", "final_val_acc", "final_train_loss"]
+    fields += ["epochs", "epochs_planned"]
+    fields += ["wall_time_s", "images_per_s", "status", "error"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["run", *keys, *fields])
+    for run in runs:
+        final, metrics = run.metrics.get("final", {}), run.metrics
+        best = run.best_val_acc
+        values = [
+            best,
+            metrics["best"]["epoch"] if best is not None else None,
+            run.test.get("test/acc"),
+            run.test.get("test/loss"),
+            final.get("val/acc"),
+            final.get("train/loss"),
+            metrics.get("epochs"),
+            metrics.get("epochs_planned"),
+            metrics.get("wall_time_s"),
+            metrics.get("images_per_s"),
+            run.status,
+            run.error,
+        ]
+        settings = [run.setting(key) for key in keys]
+        writer.writerow([run.directory.relative_to(root), *settings, *values])  # None → empty
+    return out.getvalue()

@@ -1,0 +1,41 @@
+"""The model zoo through `cnnlab train`: every model trains on digits, and the compiled book LeNet
+learns as the eager one does."""
+
+import pytest
+from helpers import learning_curves, metrics, run_dirs
+
+
+@pytest.mark.parametrize(
+    ("model", "resize"), [("vgg11", 32), ("vgg_small", 32), ("resnet18", 16), ("resnext", 16)]
+)
+def test_cli_trains_each_model_on_digits(cli, model, resize):
+    # test_fraction=0.9 leaves 179 training images: one epoch is a few steps.
+    result = cli(
+        "train", f"model={model}", "dataset=digits", f"resize={resize}", "trainer.epochs=1",
+        "dataset.loader.test_fraction=0.9", "trainer.batch_size=32",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = run_dirs(cli.cwd)
+    run = metrics(run_dir)
+    assert run["status"] == "finished" and run["epochs"] == 1
+    assert 0.0 <= run["final"]["val/acc"] <= 1.0
+
+
+def test_compiled_book_lenet_on_cpu_learns_as_eager(cli):
+    """torch.compile traces LeNet's pooling (a custom autograd Function on CPU) to the same numbers."""
+    curves = []
+    for compile_setting in ("false", "true"):
+        result = cli(
+            "train", "model=lenet", "dataset=digits", "trainer.epochs=3",
+            f"trainer.compile={compile_setting}", "dataset.loader.test_fraction=0.5", "trainer.batch_size=32",
+            "optimizer=adam", "optimizer.lr=0.01", f"hydra.run.dir=outputs/train/{compile_setting}",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        curves.append(learning_curves(cli.cwd / "outputs" / "train" / compile_setting))
+    eager, compiled = curves
+    assert eager[-1]["val/acc"] > 0.5  # it learns (chance is 0.1)
+    assert len(eager) == len(compiled) == 3
+    for eager_epoch, compiled_epoch in zip(eager, compiled, strict=True):
+        assert eager_epoch.keys() == compiled_epoch.keys()
+        for key, value in eager_epoch.items():
+            assert compiled_epoch[key] == pytest.approx(value, rel=0.02, abs=0.01), key
