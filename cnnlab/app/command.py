@@ -20,8 +20,9 @@ _NO_JOB_FLAGS = ("help", "hydra_help", "info", "shell_completion")
 
 @dataclass
 class HydraCommand:
-    """A cnnlab command run as a Hydra app: its `module` (cnnlab.commands.<name>) has `check(cfg)`, which
-    validates before any work, `run(cfg)`, which does it, and optionally `prepare(overrides)`, which
+    """A cnnlab command run as a Hydra app: its module (cnnlab.commands.<config name>) has `check(cfg)`,
+    which validates before any work and returns the plan to run (the parsed values, or the config
+    itself), `run(plan)`, which does the work, and optionally `prepare(overrides)`, which
     rewrites the user's overrides before composing (e.g. a resume adds the run's own). The module is
     imported only when a job runs: `--help` and shell completion never import torch."""
 
@@ -34,13 +35,13 @@ class HydraCommand:
         """The command's module, cnnlab.commands.<config name> (imported on first use)."""
         return importlib.import_module(f"cnnlab.commands.{self.config_name}")
 
-    def check(self, cfg: DictConfig) -> None:
-        """Validate `cfg` as the command does before any work."""
-        self.commands.check(cfg)
+    def check(self, cfg: DictConfig) -> Any:
+        """Validate `cfg` as the command does before any work; return its plan."""
+        return self.commands.check(cfg)
 
-    def run(self, cfg: DictConfig) -> Any:
-        """Do the command's work."""
-        return self.commands.run(cfg)
+    def run(self, plan: Any) -> Any:
+        """Do the command's work on the plan its check returned."""
+        return self.commands.run(plan)
 
     def main(self, argv: list[str]) -> int:
         """Validate every job's config, then hand argv to Hydra; return the exit code."""
@@ -127,9 +128,9 @@ class HydraCommand:
             return None
 
     def _work(self, cfg: DictConfig) -> Any:
-        self.check(cfg)
+        plan = self.check(cfg)
         try:
-            return self.run(cfg)
+            return self.run(plan)
         except OSError as error:  # a full disk, a read-only or vanished directory: one line, exit 2
             raise CnnlabError(file_error(error)) from None
 

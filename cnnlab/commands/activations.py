@@ -20,8 +20,10 @@ from cnnlab.training.visuals import activation_figure, describe, save_png, stage
 NOISE = "noise"
 
 
-def check(cfg: DictConfig) -> None:
-    """Validate before any work: run directory, checkpoint, input and options."""
+def check(cfg: DictConfig) -> DictConfig:
+    """Validate before any work: run directory, checkpoint, input and options.
+
+    Returns the plan: the checked config itself."""
     finished.check_run(cfg, "activations.checkpoint")
     target = str(checks.value(cfg, "input"))
     if target != NOISE:
@@ -35,6 +37,7 @@ def check(cfg: DictConfig) -> None:
     output = checks.value(cfg, "activations.output")
     if output is not None and Path(str(output)).suffix.lower() != ".png":
         raise ConfigError(f"activations.output={output} must end in .png")
+    return cfg
 
 
 def run(cfg: DictConfig) -> Path:

@@ -7,6 +7,8 @@ reproduces the run's test/acc, and last.pt on the val split its final val/acc, e
 """
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -40,25 +42,43 @@ def _device_and_precision(cfg: DictConfig, run_config: DictConfig) -> tuple[torc
     return device, resolve_precision(precision, device)
 
 
-def check(cfg: DictConfig) -> None:
+@dataclass(frozen=True)
+class Plan:
+    """What `cnnlab evaluate` measures, parsed and checked once."""
+
+    checkpoint: Path
+    run_config: DictConfig  # the run's saved config (read once)
+    split: str
+    device: torch.device
+    precision: str
+    dataset: DictConfig | None  # a dataset=<name> override, evaluated instead of the run's own
+    data_dir: str | None
+
+
+def check(cfg: DictConfig) -> Plan:
     """Validate before any work: the run directory and checkpoint exist, the options are valid."""
     checkpoint = finished.check_run(cfg, "evaluate.checkpoint")
-    checks.choice(cfg, "evaluate.split", SPLITS)
-    _device_and_precision(cfg, finished.saved_config(checkpoint.parent))
+    split = checks.choice(cfg, "evaluate.split", SPLITS)
+    run_config = finished.saved_config(checkpoint.parent)
+    device, precision = _device_and_precision(cfg, run_config)
     if "dataset" in cfg:
         checks.choice(cfg, "dataset.name", tuple(SOURCES))
         checks.dataset_loader(cfg)
+    dataset = cfg.dataset if "dataset" in cfg else None
+    return Plan(checkpoint, run_config, split, device, precision, dataset, cfg.data_dir)
 
 
-def run(cfg: DictConfig) -> float:
+def run(plan: Plan) -> float:
     """Evaluate the run; print the results, save the confusion matrix PNG; return the accuracy."""
-    checkpoint = finished.check_run(cfg, "evaluate.checkpoint")
-    split_name = cfg.evaluate.split
-    device, precision = _device_and_precision(cfg, finished.saved_config(checkpoint.parent))
-    trained = finished.open_run(checkpoint, device)
+    checkpoint, split_name, device, precision = plan.checkpoint, plan.split, plan.device, plan.precision
+    trained = finished.open_run(checkpoint, device, plan.run_config)
     own = trained.load_data()
     preprocess = trained.preprocess(own)
-    config = finished.with_dataset(trained, cfg.dataset, cfg.data_dir) if "dataset" in cfg else trained.config
+    config = (
+        trained.config
+        if plan.dataset is None
+        else finished.with_dataset(trained, plan.dataset, plan.data_dir)
+    )
     data = own if config is trained.config else load_data(data_spec(config), device)
     split = getattr(data, split_name)
     if split is None:

@@ -48,8 +48,10 @@ class Problem:
     initial: Tensor  # the starting kernel
 
 
-def check(cfg: DictConfig) -> None:
-    """Validate every option before any work (building the problem checks the image and shapes)."""
+def check(cfg: DictConfig) -> DictConfig:
+    """Validate every option before any work (building the problem checks the image and shapes).
+
+    Returns the plan: the checked config itself."""
     _problem(cfg)
     checks.choice(cfg, "impl", IMPLS)
     checks.choice(cfg, "optim", OPTIMS)
@@ -58,6 +60,7 @@ def check(cfg: DictConfig) -> None:
     checks.integer(cfg, "epochs", 1, example=10)
     checks.integer(cfg, "log_every", 1, example=2)
     checks.number(cfg, "tolerance", allow_minimum=False, example=0.1)
+    return cfg
 
 
 def run(cfg: DictConfig) -> bool:

@@ -22,14 +22,17 @@ from cnnlab.training.visuals import logits_of
 FORMATS = ("table", "json")
 
 
-def check(cfg: DictConfig) -> None:
-    """Validate before any work: run directory, checkpoint, input files and options."""
+def check(cfg: DictConfig) -> DictConfig:
+    """Validate before any work: run directory, checkpoint, input files and options.
+
+    Returns the plan: the checked config itself."""
     finished.check_run(cfg, "predict.checkpoint")
     finished.image_files(str(checks.value(cfg, "input")), "input")
     checks.integer(cfg, "predict.top_k", 1, example=3)
     checks.integer(cfg, "predict.batch_size", 1, example=256)
     checks.choice(cfg, "predict.format", FORMATS)
     resolve_device(str(checks.value(cfg, "predict.device")), "predict.device")
+    return cfg
 
 
 def run(cfg: DictConfig) -> list[dict]:

@@ -115,11 +115,14 @@ def _short(count: int) -> str:
     return str(count)
 
 
-def check(cfg: DictConfig) -> None:
-    """Validate the summary options and that the model takes the configured input size."""
+def check(cfg: DictConfig) -> DictConfig:
+    """Validate the summary options and that the model takes the configured input size.
+
+    Returns the plan: the checked config itself."""
     checks.integer(cfg, "summary.depth", 1, example=3)
     checks.choice(cfg, "summary.format", FORMATS)
     checks.check_model(cfg)
+    return cfg
 
 
 def run(cfg: DictConfig) -> Summary:

@@ -53,8 +53,10 @@ from cnnlab.training.visuals import augmented_grid, write_visuals
 LOSSES = ("cross_entropy",)
 
 
-def check(cfg: DictConfig) -> None:
-    """Validate the whole config before any work: types, ranges, choices, device, input size."""
+def check(cfg: DictConfig) -> DictConfig:
+    """Validate the whole config before any work: types, ranges, choices, device, input size.
+
+    Returns the plan: the checked config itself."""
     checks.integer(cfg, "trainer.epochs", 1, example=10)
     batch_size = checks.integer(cfg, "trainer.batch_size", 1, example=64)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -97,6 +99,7 @@ def check(cfg: DictConfig) -> None:
     checks.dataset_loader(cfg)
     checks.check_model(cfg)
     checks.check_augment(cfg)
+    return cfg
 
 
 def run(cfg: DictConfig) -> float:

@@ -128,10 +128,11 @@ def _add_new_loader_options(config: DictConfig) -> None:
             config.dataset.loader[key] = value
 
 
-def open_run(checkpoint: Path, device: torch.device) -> FinishedRun:
-    """Read the run's config.yaml, rebuild its model and load the checkpoint's weights onto `device`."""
+def open_run(checkpoint: Path, device: torch.device, config: DictConfig | None = None) -> FinishedRun:
+    """Rebuild the run's model from its config (`config`, already read, or its config.yaml) and load
+    the checkpoint's weights onto `device`."""
     directory = checkpoint.parent
-    config = saved_config(directory)
+    config = saved_config(directory) if config is None else config
     try:
         name, in_channels, num_classes, options = checks.model_spec(config)
         size = checks.input_size(config)
