@@ -4,6 +4,7 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -67,6 +68,10 @@ class HydraCommand:
             return error.exit_code
         except OSError as error:
             print_error(f"cnnlab {self.name}", file_error(error))
+            return 2
+        failure = _unwritable_output_dir(overrides, args.multirun)
+        if failure:
+            print_error(f"cnnlab {self.name}", failure)
             return 2
         flags = [a for a in argv if a not in args.overrides]
         # Shell completion registers, and queries, the program itself (cnnlab.cli routes its queries here).
@@ -145,6 +150,20 @@ class PlainCommand:
     def main(self, argv: list[str]) -> int:
         """Run the command's `main(argv)`; return its exit code."""
         return importlib.import_module(f"cnnlab.commands.{self.name}").main(argv)
+
+
+def _unwritable_output_dir(overrides: list[str], multirun: bool) -> str | None:
+    """One line when the typed hydra.run.dir (hydra.sweep.dir with -m) cannot be created, before Hydra
+    tries to (its failure is a traceback); None when it can, or when none was typed."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    typed = [o.split("=", 1)[1].strip("'\"") for o in overrides if o.startswith(f"{key}=")]
+    if not typed or "${" in typed[-1]:
+        return None
+    try:
+        Path(typed[-1]).expanduser().mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        return f"{key}={typed[-1]} cannot be created ({error.strerror or error}); choose a writable directory"
+    return None
 
 
 def _expand_sweep(overrides: list[str]) -> list[list[str]]:

@@ -81,9 +81,17 @@ def check(cfg: DictConfig) -> DictConfig:
     if "momentum" in cfg.optimizer:
         checks.number(cfg, "optimizer.momentum", maximum=1.0, example=0.9)
     checks.choice(cfg, "scheduler.name", SCHEDULERS)
-    for key in ("step_epochs", "gamma", "min_lr", "max_lr", "pct_start"):
+    # Each schedule's own options: (key, minimum, maximum, minimum allowed, example).
+    rules = {
+        "step_epochs": (0.0, None, False, 5),
+        "gamma": (0.0, None, False, 0.1),
+        "min_lr": (0.0, None, True, 0.0),
+        "max_lr": (0.0, None, False, 0.1),
+        "pct_start": (0.0, 1.0, False, 0.3),
+    }
+    for key, (low, high, inclusive, example) in rules.items():
         if key in cfg.scheduler:
-            checks.number(cfg, f"scheduler.{key}", example=0.1)
+            checks.number(cfg, f"scheduler.{key}", low, high, inclusive, example=example)
     checks.number(cfg, "scheduler.warmup_epochs", example=1)
     checks.choice(cfg, "loss.name", LOSSES)
     checks.number(cfg, "loss.label_smoothing", maximum=1.0, example=0.1)

@@ -43,6 +43,16 @@ BAD_INPUTS = [
     (["model=lenet", "resize=[28,8]"], "the smallest size it accepts is 12×12"),
     (["trainer.device=cuda"], "trainer.device=cuda but this machine has no usable CUDA GPU"),
     (["trainer.device=tpu"], "trainer.device='tpu' is not a device"),
+    (["scheduler=step", "scheduler.step_epochs=0"], "scheduler.step_epochs must be a number > 0, got 0"),
+    (
+        ["scheduler=onecycle", "scheduler.warmup_epochs=0", "scheduler.pct_start=2"],
+        "scheduler.pct_start must be a number > 0 and ≤ 1, got 2",
+    ),
+    (["hydra.run.dir=/dev/null/run"], "hydra.run.dir=/dev/null/run cannot be created (Not a directory)"),
+    (
+        ["-m", "hydra.sweep.dir=/dev/null/s", "trainer.seed=0,1"],
+        "hydra.sweep.dir=/dev/null/s cannot be created",
+    ),
     (["trainer.precision=8"], "trainer.precision='8' is not one of: auto, 32, bf16, 16"),
     (["trainer.precision=16"], "trainer.precision=16 needs a CUDA GPU"),
     (["trainer.compile=cudagraphs"], "trainer.compile=cudagraphs records CUDA graphs and needs a CUDA GPU"),
