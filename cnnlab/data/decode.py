@@ -129,7 +129,8 @@ def decode_all(
     image_size: list[int],
     channels: int,
     workers: int | None,
-    skip_unreadable: bool = False,
+    *,
+    skip_unreadable: bool,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Decode every file into memory in worker processes: (uint8 images, labels, the reasons of the

@@ -80,7 +80,7 @@ class FileSplit:
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """The uint8 images at `index`, decoded now (in this process), on the split's device."""
         chosen = [self.files[i] for i in index.tolist()]
-        return decode_all(chosen, self.image_size, self.channels, workers=0)[0].to(self.device)
+        return decode_all(chosen, self.image_size, self.channels, 0, skip_unreadable=False)[0].to(self.device)
 
     def subset(self, index: torch.Tensor) -> "FileSplit":
         """The split of the files at `index` (in that order), with workers of its own."""
@@ -305,7 +305,9 @@ def load_imagefolder(
         tic = time.perf_counter()
         with (progress or (lambda total: nullcontext(lambda n: None)))(total) as advance:
             saved = {
-                part: decode_all(found, image_size, channels, workers, skip_unreadable, advance)
+                part: decode_all(
+                    found, image_size, channels, workers, skip_unreadable=skip_unreadable, progress=advance
+                )
                 for part, found in files.items()
             }
         notes.append(

@@ -193,5 +193,7 @@ def read_images(files: list[Path], channels: int, size: tuple[int, int]) -> Spli
     Preprocess does the rest."""
     if channels not in (1, 3):
         raise ConfigError(f"the run's model reads {channels} channels; image files give 1 (grey) or 3 (RGB)")
-    images, labels, _ = decode_all([(0, path) for path in files], list(size), channels, workers=0)
+    images, labels, _ = decode_all(
+        [(0, path) for path in files], list(size), channels, 0, skip_unreadable=False
+    )
     return Split(images, labels)
