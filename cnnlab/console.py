@@ -31,6 +31,11 @@ def print_summary(rows: list[tuple[str, str]], title: str) -> None:
     console.print(table)
 
 
+def print_warning(prefix: str, message: str) -> None:
+    """One line on stderr: `<prefix>: warning: <message>`."""
+    error_console.print(f"{prefix}: warning: {message}", markup=False, style="yellow")
+
+
 def print_error(prefix: str, message: str) -> None:
     """One line on stderr: `<prefix>: error: <message>`."""
     error_console.print(f"{prefix}: error: {message}", markup=False)

@@ -123,11 +123,20 @@ def input_size(cfg: DictConfig) -> tuple[int, int]:
     return image_size(cfg, "resize") or image_size(cfg, "dataset.image_size")
 
 
+def class_count(cfg: DictConfig) -> None:
+    """An image folder's dataset.num_classes left null becomes the number of its class folders."""
+    if value(cfg, "dataset.name") == "imagefolder" and value(cfg, "dataset.num_classes") is None:
+        from cnnlab.data.sources import folder_classes
+
+        cfg.dataset.num_classes = len(folder_classes(str(value(cfg, "dataset.loader.root"))))
+
+
 def check_model(cfg: DictConfig) -> tuple[int, int]:
     """Build the model on the meta device at the input size; a size it cannot take is one line."""
     from cnnlab.models import create_model, list_models
     from cnnlab.models.sizing import build_error, smallest_input_size
 
+    class_count(cfg)
     name, in_channels, num_classes, options = model_spec(cfg)
     size = input_size(cfg)
     if name not in list_models():

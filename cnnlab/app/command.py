@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cnnlab.app.help import command_help
-from cnnlab.console import print_error
+from cnnlab.console import console, print_error, print_warning
 from cnnlab.errors import CnnlabError, ConfigError, did_you_mean, file_error, first_line, unknown
 
 CONFIG_MODULE = "cnnlab.configs"
@@ -55,12 +55,21 @@ class HydraCommand:
         if args.help:
             print(command_help(self.name, self.config_name))
             return 0
+        runs_a_job = not any(getattr(args, flag) for flag in _NO_JOB_FLAGS)
+        if runs_a_job and not args.cfg and console.is_terminal:  # PyTorch takes seconds to import
+            console.print(f"cnnlab {self.name}: starting…", style="dim")
         try:
             overrides = args.overrides
-            if not any(getattr(args, flag) for flag in _NO_JOB_FLAGS):
+            if runs_a_job:
                 overrides = getattr(self.commands, "prepare", lambda given: given)(overrides)
-                for job in _expand_sweep(overrides) if args.multirun else [overrides]:
+                for number, job in enumerate(_expand_sweep(overrides) if args.multirun else [overrides]):
                     cfg = self.compose(job)
+                    if number == 0:
+                        for key in _unread_keys(cfg, job):
+                            print_warning(
+                                f"cnnlab {self.name}", f"+{key} adds a key cnnlab does not read: it changes "
+                                f"nothing (`cnnlab {self.name} --cfg job` lists the keys it reads)"
+                            )
                     if not args.cfg:  # --cfg only prints the config: show it even when incomplete
                         self.check(cfg)
         except CnnlabError as error:
@@ -166,6 +175,19 @@ def _unwritable_output_dir(overrides: list[str], multirun: bool) -> str | None:
     return None
 
 
+def _unread_keys(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """Keys typed as `+key=value` that hold a value: no config of cnnlab's defines them, so no code
+    reads them (`+experiment=…` and other groups are not values)."""
+    from omegaconf import OmegaConf
+
+    added = [o[1:].split("=", 1)[0] for o in overrides if o.startswith("+") and not o.startswith("++")]
+    return [
+        key
+        for key in added
+        if not key.startswith("hydra.") and not isinstance(OmegaConf.select(cfg, key), DictConfig | None)
+    ]
+
+
 def _expand_sweep(overrides: list[str]) -> list[list[str]]:
     """Each job's overrides of a -m sweep (choice and range sweeps; others are checked per job)."""
     from cnnlab.app import sweep_callback
@@ -190,6 +212,12 @@ def _one_line(error: Exception, command: HydraCommand, overrides: list[str]) -> 
         return ConfigError(
             unknown(group, option, options)
             + (plugins if group.startswith("hydra/") and not did_you_mean(option, options) else "")
+        )
+    if "Ambiguous value for argument" in str(error):  # key=a,b without -m
+        typed = str(error).split("'")[1]
+        return ConfigError(
+            f"{typed}: a comma-separated list is a sweep; add -m (cnnlab {command.name} -m {typed}) to run "
+            "one job per value, or write a list value as key=[a,b]"
         )
     if isinstance(error, OverrideParseException):
         return ConfigError(f"{first_line(error)}; overrides look like key=value (e.g. optimizer.lr=0.01)")

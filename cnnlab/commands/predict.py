@@ -15,6 +15,7 @@ from rich.text import Text
 
 from cnnlab.app import checks
 from cnnlab.console import console
+from cnnlab.errors import ConfigError
 from cnnlab.runs import finished
 from cnnlab.training.device import resolve_device
 from cnnlab.training.visuals import logits_of
@@ -42,11 +43,16 @@ def run(cfg: DictConfig) -> list[dict]:
         finished.check_run(cfg, "predict.checkpoint"), resolve_device(options.device, "predict.device")
     )
     data = trained.load_data()
+    if options.top_k > len(data.classes):
+        raise ConfigError(
+            f"predict.top_k={options.top_k} is more than the run's {len(data.classes)} classes; "
+            f"give 1 to {len(data.classes)}, e.g. predict.top_k={min(3, len(data.classes))}"
+        )
     preprocess = trained.preprocess(data)
     files = finished.image_files(str(cfg.input), "input")
     split = finished.read_images(files, trained.in_channels, trained.native_size).to(trained.device)
     logits = logits_of(trained.model, split, preprocess, options.batch_size, "32")  # float32: a few images
-    top = torch.softmax(logits, dim=1).topk(min(options.top_k, len(data.classes)), dim=1)
+    top = torch.softmax(logits, dim=1).topk(options.top_k, dim=1)
     results = [
         {
             "image": str(path),

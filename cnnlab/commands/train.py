@@ -25,7 +25,7 @@ from cnnlab.runs.hparams import hparam_metrics, job_hparams
 from cnnlab.runs.jobs import update_resumed_job
 from cnnlab.runs.layout import RunDir
 from cnnlab.runs.lock import RunLock, refuse_if_locked
-from cnnlab.runs.resume import find_run_to_resume, reconcile, resume_overrides
+from cnnlab.runs.resume import check_work_left, find_run_to_resume, reconcile, resume_overrides
 from cnnlab.training import distributed
 from cnnlab.training.build import build_training, load_data
 from cnnlab.training.checkpoint import Checkpointer, load_checkpoint, set_rng_state
@@ -119,6 +119,7 @@ def run(cfg: DictConfig) -> float:
         payload = load_checkpoint(Path(cfg.trainer.resume))
         done = int(payload["state"].get("epoch", 0))
         cfg, changes = reconcile(cfg, payload["config"], list(HydraConfig.get().overrides.task), done)
+        check_work_left(run_dir, done, cfg.trainer.epochs, cfg.scheduler.name)
         check(cfg)  # the config the resume runs with, allowed changes applied
     device = resolve_device(cfg.trainer.device, "trainer.device")
     ranks = distributed.from_environment(device.type)
@@ -345,6 +346,13 @@ def _announce(
     )
     for note in data.notes:
         logger.info(note)
+    batch_size, images = training.settings.batch_size, len(data.train)
+    if batch_size > images:
+        logger.warn(
+            f"trainer.batch_size={batch_size} is more than the {images:,} training images: every epoch is "
+            f"one step on a batch of {images:,}; set trainer.batch_size={min(64, images)} for more steps",
+            state.epoch,
+        )
     if changes:
         logger.info(
             "resume changes: " + ", ".join(f"{key} {old!r} → {new!r}" for key, (old, new) in changes.items())
@@ -423,6 +431,8 @@ def _write_metrics(
             "wall_time_s": round(wall_seconds, 3),
             "images_per_s": state.train_images / state.train_seconds if state.train_seconds else 0.0,
             "device": device,
+            # on CPU the arithmetic, hence every figure, depends on the thread count
+            "threads": torch.get_num_threads(),
             "history": state.history,
         },
     )

@@ -251,14 +251,9 @@ def load_imagefolder(
     any change to the images makes a new decode.
     """
     base = Path(root).expanduser()
-    if not (base / "train").is_dir():
-        raise DataError(
-            f"imagefolder expects {base / 'train'}/<class>/<image> folders (and optionally val/ and test/); "
-            "set dataset.loader.root to a folder holding train/"
-        )
+    classes = folder_classes(root)
     if channels not in (1, 3):
         raise ConfigError(f"imagefolder reads 1 (grayscale) or 3 (RGB) channels, not {channels}")
-    classes = sorted(p.name for p in (base / "train").iterdir() if p.is_dir())
     parts = [part for part in FOLDER_SPLITS if (base / part).is_dir()]
     files = {part: _image_files(base / part, classes) for part in parts}
     total = sum(len(found) for found in files.values())
@@ -328,6 +323,17 @@ def load_imagefolder(
         if not len(splits[part]):
             raise DataError(f"no readable images under {base / part}/<class>/: all {len(files[part])} failed")
     return Dataset(splits["train"], splits.get("val"), splits.get("test"), classes, tuple(notes))
+
+
+def folder_classes(root: str) -> list[str]:
+    """The class names of an image folder: the sub-folders of `root`/train, sorted."""
+    train = Path(root).expanduser() / "train"
+    if not train.is_dir():
+        raise DataError(
+            f"imagefolder expects {train}/<class>/<image> folders (and optionally val/ and test/); "
+            "set dataset.loader.root to a folder holding train/"
+        )
+    return sorted(p.name for p in train.iterdir() if p.is_dir())
 
 
 def _image_files(folder: Path, classes: list[str]) -> list[tuple[int, Path]]:

@@ -177,10 +177,21 @@ def _check_new_length(scheduler: dict, old: int, new: int, done_epochs: int) -> 
         )
 
 
+def _matchable(config: dict) -> dict:
+    """A run's config as trainer.resume=latest compares it: without the keys a resume may change, and
+    with stream=auto standing for the mode it chose (a run records what auto decided)."""
+    flat = _flatten(config)
+    for key in (*RESUMABLE_CHANGES, "trainer.resume"):
+        flat.pop(key, None)
+    if flat.get("dataset.loader.stream") in (True, False):
+        flat["dataset.loader.stream"] = "auto"
+    return flat
+
+
 def find_run_to_resume(command, overrides: list[str]) -> Path:
-    """The newest run under outputs/ with a last.pt whose saved config equals this config."""
-    wanted = OmegaConf.to_container(command.compose(overrides), resolve=True)
-    wanted["trainer"].pop("resume", None)
+    """The newest run under outputs/ with a last.pt whose saved config equals this config, but for
+    the keys a resume may change (so `trainer.resume=latest trainer.epochs=30` extends it)."""
+    wanted = _matchable(OmegaConf.to_container(command.compose(overrides), resolve=True))
     candidates = []
     for root in run_roots():
         for last in Path(root).glob(f"**/{LAST}"):
@@ -191,14 +202,27 @@ def find_run_to_resume(command, overrides: list[str]) -> Path:
                 saved = yaml.safe_load(config_file.read_text())
             except (OSError, yaml.YAMLError):
                 continue  # unreadable: not a run this config could have made
-            if not isinstance(saved, dict):
-                continue
-            saved.get("trainer", {}).pop("resume", None)
-            if saved == wanted:
+            if isinstance(saved, dict) and _matchable(saved) == wanted:
                 candidates.append(last)
     if not candidates:
         raise ConfigError(
-            "trainer.resume=latest: no run under outputs/ has a last.pt and this exact config; "
-            "pass the run directory instead (trainer.resume=outputs/train/<date>/<time>)"
+            "trainer.resume=latest: no run under outputs/ has a last.pt and this config (other than "
+            f"{', '.join(RESUMABLE_CHANGES)}); pass the run directory instead "
+            "(trainer.resume=outputs/train/<date>/<time>)"
         )
     return max(candidates, key=lambda p: p.stat().st_mtime).parent
+
+
+def check_work_left(run: Path, done_epochs: int, epochs: int, scheduler: str) -> None:
+    """A resume of a run that has trained all its epochs is one line saying what to do instead."""
+    if done_epochs < epochs:
+        return
+    extend = (
+        "start a new run with more trainer.epochs"
+        if scheduler in _LENGTH_SCHEDULES
+        else f"extend it with trainer.epochs={epochs + 10} (or more), or start a new run"
+    )
+    raise ConfigError(
+        f"trainer.resume: {run} has finished all {epochs} of its epochs, so there is nothing to resume; "
+        f"{extend} (scheduler={scheduler})"
+    )

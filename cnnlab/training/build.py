@@ -28,7 +28,7 @@ class DataSpec:
     loader: dict[str, Any]  # the source's options (the `dataset.loader` config)
     val_fraction: float
     split_seed: int
-    num_classes: int
+    num_classes: int | None  # None: as many as the data has
     in_channels: int
     normalize: bool  # by the training split's per-channel statistics
 
@@ -65,7 +65,7 @@ class TrainingSpec:
 def load_data(spec: DataSpec, device: torch.device, progress: Progress | None = None) -> Dataset:
     """The dataset's three splits, checked against the spec's classes and channels, moved to `device`."""
     data = load_dataset(spec.name, spec.loader, spec.val_fraction, spec.split_seed, progress)
-    if len(data.classes) != spec.num_classes:
+    if spec.num_classes is not None and len(data.classes) != spec.num_classes:  # None: the folder's
         raise DataError(
             f"dataset {spec.name} has {len(data.classes)} classes but dataset.num_classes="
             f"{spec.num_classes}; set dataset.num_classes={len(data.classes)}"

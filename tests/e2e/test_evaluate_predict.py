@@ -267,6 +267,10 @@ BAD = [
     (["predict", "run={root}/run", "input={root}/held_out", "predict.format=xml"], "predict.format='xml'"),
     (["predict", "run={root}/run", "input={root}/held_out", "predict.top_k=0"], "predict.top_k must be"),
     (
+        ["predict", "run={root}/run", "input={root}/held_out", "predict.top_k=50"],
+        "predict.top_k=50 is more than the run's 10 classes; give 1 to 10",
+    ),
+    (
         ["predict", "run={root}/run", "input={root}/held_out", "predict.device=tpu"],
         "predict.device='tpu' is not a device",
     ),

@@ -7,7 +7,7 @@ from helpers import write_jpeg_folder as write_folder
 
 def test_training_on_a_folder_of_photos_reports_its_decode_and_augments_by_default(cli):
     write_folder(cli.cwd / "img")
-    common = ("dataset=imagefolder", "dataset.loader.root=img", "dataset.num_classes=2", "trainer.epochs=1")
+    common = ("dataset=imagefolder", "dataset.loader.root=img", "trainer.epochs=1")  # 2 classes, inferred
     first = cli("train", *common, "trainer.batch_size=4")
     assert first.returncode == 0, first.stderr
     assert "within dataset.loader.memory_budget=0.25 of this process's memory" in first.stdout
@@ -15,7 +15,9 @@ def test_training_on_a_folder_of_photos_reports_its_decode_and_augments_by_defau
     second = cli("train", *common, "trainer.batch_size=4")
     assert "decoded 12 images" not in second.stdout  # the cache serves the second run
     runs = run_dirs(cli.cwd)
-    assert "stream: false" in (runs[0] / "config.yaml").read_text()  # what auto decided, for resumes
+    saved = (runs[0] / "config.yaml").read_text()
+    assert "stream: false" in saved  # what auto decided, for resumes
+    assert "num_classes: 2" in saved  # the class folders under img/train
     done = [metrics(run) for run in runs]
     assert done[0]["history"][0]["train/loss"] == done[1]["history"][0]["train/loss"]
     bad = cli("train", *common, "dataset.loader.stream=sometimes")

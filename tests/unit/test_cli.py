@@ -61,7 +61,7 @@ BAD_INPUTS = [
     (["precision=bf16"], "did you mean trainer.precision?"),
     (["lr"], "Error parsing override 'lr'"),
     (["dataset=imagefolder"], "dataset.loader.root is required"),
-    (["dataset=imagefolder", "dataset.loader.root=/x"], "dataset.num_classes is required"),
+    (["dataset=imagefolder", "dataset.loader.root=/x"], "imagefolder expects /x/train/<class>/<image>"),
     (["dataset.loader.test_fraction=1.5"], "dataset.loader.test_fraction must be a number > 0 and ≤ 0.9"),
     (
         [
@@ -75,6 +75,10 @@ BAD_INPUTS = [
     (["trainer.resume=/no/such/run"], "no last.pt in /no/such/run"),
     (["trainer.resume=latest"], "trainer.resume=latest: no run under outputs/"),
     (["-m", "optimizer.lr=0.1,abc"], "optimizer.lr must be a number > 0, got 'abc'"),
+    (
+        ["optimizer.lr=0.1,0.01"],
+        "a comma-separated list is a sweep; add -m (cnnlab train -m optimizer.lr=0.1,0.01)",
+    ),
 ]
 
 
