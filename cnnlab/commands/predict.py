@@ -74,14 +74,23 @@ def run(cfg: DictConfig) -> list[dict]:
 
 
 def _table(results: list[dict], target: Path) -> Table:
-    """One row per image (named relative to the input directory; long names wrap, never cut)."""
+    """One row per image, a column per rank (named relative to the input directory; long names wrap,
+    never cut); where that is wider than the terminal, one row per image and rank."""
+    paths = [Path(result["image"]) for result in results]
+    names = [Text(str(path.relative_to(target) if target.is_dir() else path)) for path in paths]
     table = Table(box=None)
-    table.add_column("image", overflow="fold")
+    table.add_column("image", overflow="fold", min_width=min(20, max(len(name) for name in names)))
     for rank in range(len(results[0]["top_k"])):
         table.add_column(f"top {rank + 1}", no_wrap=True)
-    for result in results:
-        path = Path(result["image"])
-        name = path.relative_to(target) if target.is_dir() else path
-        cells = [Text(f"{p['class']} {p['probability']:.1%}") for p in result["top_k"]]
-        table.add_row(Text(str(name)), *cells)
-    return table
+    for name, result in zip(names, results, strict=True):
+        table.add_row(name, *(Text(f"{p['class']} {p['probability']:.1%}") for p in result["top_k"]))
+    unbounded = console.options.update(width=10_000, max_width=10_000)  # the table's natural width
+    if console.measure(table, options=unbounded).maximum <= console.width:
+        return table
+    long = Table(box=None)
+    for column in ("image", "rank", "class", "probability"):
+        long.add_column(column, overflow="fold", justify="left" if column == "image" else "right")
+    for name, result in zip(names, results, strict=True):
+        for rank, p in enumerate(result["top_k"], 1):
+            long.add_row(name if rank == 1 else "", str(rank), p["class"], f"{p['probability']:.1%}")
+    return long

@@ -214,6 +214,22 @@ def test_predict_prints_a_table_of_the_top_k(workspace, capsys):
     assert row.split()[1] == image.stem.split("_")[1]  # class 7 … at 99.x%
 
 
+def test_predict_keeps_every_file_name_whole_in_80_columns(workspace, capsys, monkeypatch):
+    from cnnlab.console import console
+
+    monkeypatch.setattr(console, "width", 80)
+    folder = workspace / "held_out"
+    run = f"run={workspace / 'run'}"
+    code, out, _ = cnnlab(capsys, "predict", run, f"input={folder}", "predict.top_k=10")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[1].split() == ["image", "rank", "class", "probability"]  # one row per image and rank
+    names = [line.split()[0] for line in lines[2:] if not line.startswith(" " * 3)]
+    assert names == [path.name for path in sorted(folder.glob("*.png"))]
+    assert len(lines) == 2 + 10 * len(names)
+
+
 def test_activations_draw_every_stage_for_an_image_and_for_noise(workspace, capsys):
     run_dir = workspace / "run"
     image = sorted((workspace / "held_out").glob("*.png"))[0]
