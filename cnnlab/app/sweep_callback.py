@@ -28,7 +28,8 @@ class SweepReport(Callback):
     """Prints `cnnlab report <sweep dir>` and collects the failed jobs when a multirun ends."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Refuse a SLURM launch on a machine that is not part of a SLURM cluster; plan the jobs."""
+        """Refuse a SLURM launch on a machine that is not part of a SLURM cluster; quiet Optuna's
+        info lines; plan the jobs."""
         launcher = str(config.hydra.launcher.get("_target_", ""))
         if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
             print_error(
@@ -37,6 +38,10 @@ class SweepReport(Callback):
                 "on the cluster's login node (hydra/launcher=submitit_local runs the same jobs here)",
             )
             raise SystemExit(2)  # as HydraCommand does: past Hydra's error report, which prints a traceback
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower() and not config.hydra.verbose:
+            import optuna  # its own coloured handler, outside Hydra's logging config
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
         sweep_dir = Path(config.hydra.sweep.dir)
         active[:] = [sweep_dir, config.hydra.job.name]
         if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):

@@ -118,6 +118,8 @@ def test_optuna_preset_runs_4_trials_and_reports_the_best_parameters(cli):
     assert best["best_params"]["trainer.batch_size"] in (32, 64, 128)
     assert re.search(r"Best parameters: \{'optimizer.lr': ", result.stdout)
     assert "cnnlab report: 4 run(s)" in result.stdout
+    output = result.stdout + result.stderr
+    assert "setup plugin alembic" not in output and "A new study created" not in output  # libraries quiet
 
 
 def test_submitit_local_launcher_runs_a_job(cli):
