@@ -339,8 +339,8 @@ def fit(
             )
             if not math.isfinite(val_loss):
                 raise Diverged(
-                    f"the validation loss became non-finite ({val_loss}) after epoch {epoch + 1}; last.pt "
-                    f"and best.pt keep the last good state: {_REMEDIES}"
+                    f"the validation loss became non-finite ({val_loss}) after epoch {epoch + 1}; "
+                    f"{_kept(state)}: {_REMEDIES}"
                 )
             seen = state.epoch_seen * ranks.world_size  # all ranks (padding included)
             metrics = {
@@ -375,6 +375,13 @@ def fit(
 
 
 # What the user can change when the loss becomes non-finite: every name here is a config key.
+def _kept(state: RunState) -> str:
+    """What a diverged run leaves to go back to."""
+    if state.best_epoch:
+        return "last.pt and best.pt keep the last good state"
+    return "no epoch had ended, so there is no best.pt to go back to"
+
+
 _REMEDIES = (
     "lower optimizer.lr, lengthen scheduler.warmup_epochs or clip harder (trainer.clip_grad_norm, e.g. 1.0), "
     "and start again"
@@ -439,7 +446,7 @@ def _settle(
         step = state.step - state.batch + done + bad[0] + 1
         raise Diverged(
             f"loss became non-finite at epoch {state.epoch + 1}, step {step} "
-            f"(lr {lrs[done + bad[0]]:g}); last.pt and best.pt keep the last good state: {_REMEDIES}"
+            f"(lr {lrs[done + bad[0]]:g}); {_kept(state)}: {_REMEDIES}"
         )
     state.epoch_losses.extend(step_losses)
     if grad_norms is not None:  # equal on every rank: DDP averages the gradients

@@ -96,7 +96,7 @@ def test_exploding_lr_stops_with_epoch_step_lr_and_keeps_best_pt(cli):
     assert result.returncode == 3, result.stderr
     line = one_error_line(result.stderr)
     assert "loss became non-finite at epoch 2, step" in line and "(lr 1e+08)" in line
-    assert "lower optimizer.lr" in line
+    assert "lower optimizer.lr" in line and "last.pt and best.pt keep the last good state" in line
     (run_dir,) = run_dirs(cli.cwd)
     best = torch.load(run_dir / "best.pt", weights_only=True)
     assert best["state"]["epoch"] == 1 and best["state"]["step"] == 21  # 1,295 training digits / 64
@@ -107,7 +107,9 @@ def test_exploding_lr_stops_with_epoch_step_lr_and_keeps_best_pt(cli):
 def test_lr_1e6_stops_at_once_and_writes_no_checkpoint(cli):
     result = cli("train", "optimizer.lr=1e6", "trainer.clip_grad_norm=null", "scheduler.warmup_epochs=0")
     assert result.returncode == 3
-    assert "loss became non-finite at epoch 1, step" in one_error_line(result.stderr)
+    line = one_error_line(result.stderr)
+    assert "loss became non-finite at epoch 1, step" in line
+    assert "no epoch had ended, so there is no best.pt to go back to" in line  # and says so
     (run_dir,) = run_dirs(cli.cwd)
     assert not (run_dir / "best.pt").exists() and not (run_dir / "last.pt").exists()
 
