@@ -1,5 +1,6 @@
 """What a run reports: TensorBoard events, a progress bar or plain lines, metrics.json."""
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,21 +88,44 @@ class RunLogger:
         if not self.interactive:
             return
         self._progress = Progress(
-            TextColumn(f"epoch {epoch}/{self.epochs}"),
-            BarColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=10),
             MofNCompleteColumn(),
             _ImagesPerSecond(),
-            TimeRemainingColumn(),
+            TextColumn("{task.fields[running]}"),
             console=console,
             transient=True,
         )
         self._progress.start()
-        self._task = self._progress.add_task("train", total=images, completed=done)
+        self._epochs_after = (self.epochs - epoch) * images  # images of the epochs still to come
+        self._shown = 0.0
+        self._task = self._progress.add_task(
+            f"epoch {epoch}/{self.epochs}", total=images, completed=done, running=""
+        )
 
-    def advance(self, images: int) -> None:
-        """Count `images` more trained images on the progress bar (no device synchronization)."""
+    def advance(self, images: int, running: Callable[[], tuple[float, float]] | None = None) -> None:
+        """Count `images` more trained images on the progress bar; about twice a second it also shows
+        `running()`'s (loss, accuracy) so far this epoch and the whole run's remaining time (reading
+        them synchronizes with the device, so only a terminal's bar asks)."""
+        if self._progress is None:
+            return
+        self._progress.update(self._task, advance=images)
+        now = time.monotonic()
+        if running is None or now - self._shown < 0.5:
+            return
+        self._shown = now
+        loss, accuracy = running()
+        task = self._progress.tasks[0]
+        left = ""
+        if task.speed:
+            seconds = int((task.remaining + self._epochs_after) / task.speed)
+            left = f"  run ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        self._progress.update(self._task, running=f"loss {loss:.3f} acc {accuracy:.3f}{left}")
+
+    def evaluating(self, split: str) -> None:
+        """Say on the bar that the epoch's training is done and `split` is being evaluated."""
         if self._progress is not None:
-            self._progress.update(self._task, advance=images)
+            self._progress.update(self._task, description=f"{self._progress.tasks[0].description} · {split}…")
 
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Close the bar and print the epoch's line: losses, accuracies, throughput."""
@@ -146,7 +170,10 @@ class QuietLogger(RunLogger):
     def start_epoch(self, epoch: int, images: int, done: int = 0) -> None:
         """Show nothing."""
 
-    def advance(self, images: int) -> None:
+    def advance(self, images: int, running: Callable[[], tuple[float, float]] | None = None) -> None:
+        """Show nothing."""
+
+    def evaluating(self, split: str) -> None:
         """Show nothing."""
 
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:

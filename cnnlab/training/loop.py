@@ -5,6 +5,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -311,7 +312,7 @@ def fit(
                 state.batch += 1
                 state.step += 1
                 state.epoch_seen += len(labels)
-                logger.advance(len(labels))
+                logger.advance(len(labels), partial(_running, state, losses, correct))
                 every = settings.checkpoint_every_steps
                 check_health = not state.health_checked and epoch == 0 and state.batch == health_step
                 checkpoint = every and state.step % every == 0
@@ -329,6 +330,7 @@ def fit(
                         logger.close()
                         raise Stuck(f"{state.warnings[-1]['message']} (stopped: trainer.stop_if_stuck=true)")
             _settle(state, losses, grad_norms, correct, tic, lrs, ranks)
+            logger.evaluating("validating")
             val_loss, val_acc = evaluate(
                 training.model,
                 data.val,
@@ -375,6 +377,14 @@ def fit(
 
 
 # What the user can change when the loss becomes non-finite: every name here is a config key.
+def _running(state: RunState, losses: torch.Tensor, correct: torch.Tensor) -> tuple[float, float]:
+    """This rank's mean training loss and accuracy so far this epoch (for the progress bar)."""
+    seen = max(state.epoch_seen, 1)
+    folded = len(state.epoch_losses)  # as _settle: steps before `folded` are already in the state
+    loss = sum(state.epoch_losses) + float(losses[folded : state.batch].sum())
+    return loss / seen, (state.epoch_correct + int(correct)) / seen
+
+
 def _kept(state: RunState) -> str:
     """What a diverged run leaves to go back to."""
     if state.best_epoch:
