@@ -41,6 +41,19 @@ def decoding_bar(total: int) -> Iterator[Callable[[int], None]]:
         yield lambda n: bar.advance(task, n)
 
 
+# TensorBoard's Custom Scalars tab: the curves first (train and val on one chart), per-class after.
+# Each tag is a regex matched from the tag's start; the charts follow loop.py, train.py and visuals.py.
+TENSORBOARD_LAYOUT: dict[str, dict[str, list[Any]]] = {
+    "curves": {
+        "loss": ["Multiline", ["train/loss", "val/loss", "test/loss"]],
+        "accuracy": ["Multiline", ["train/acc", "val/acc", "test/acc"]],
+        "learning rate": ["Multiline", ["lr"]],
+        "throughput": ["Multiline", ["throughput/images_per_s"]],
+    },
+    "per class": {"test accuracy per class": ["Multiline", [r"class_acc/.*"]]},
+}
+
+
 class RunLogger:
     """One run's TensorBoard writer and console output; only this class prints during training."""
 
@@ -51,6 +64,8 @@ class RunLogger:
         self.epochs = epochs
         # purge_step: on resume, TensorBoard drops events at or after it, so no step is logged twice.
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        if purge_step is None:  # a new run; a resumed one already has its layout
+            self.writer.add_custom_scalars(TENSORBOARD_LAYOUT)
         self.interactive = console.is_terminal
         self._progress: Progress | None = None
         self._task = None

@@ -1,6 +1,7 @@
 """TensorBoard visuals: the drawing functions behind a run's images, and the cost of a visuals call."""
 
 import math
+import re
 import time
 
 import torch
@@ -165,3 +166,35 @@ def test_feature_rows_are_the_first_test_image_of_each_class():
     labels = torch.tensor([3, 1, 3, 0, 1, 2, 0])
     assert first_of_each_class(labels, 4) == [3, 1, 5, 0]  # indices, by class
     assert first_of_each_class(torch.tensor([2, 2, 0]), 4) == [2, 0]  # absent classes are skipped
+
+
+def written_layouts(run_dir) -> list:
+    """Every Custom Scalars layout in the run directory's event files."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.custom_scalar.layout_pb2 import Layout
+
+    layouts = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "custom_scalars":
+                    layouts.append(Layout.FromString(value.tensor.string_val[0]))
+    return layouts
+
+
+def test_a_new_run_lays_out_train_and_val_curves_on_one_chart_and_a_resumed_one_adds_none(tmp_path):
+    from cnnlab.training.logging import RunLogger
+
+    RunLogger(tmp_path, epochs=2).close()
+    (layout,) = written_layouts(tmp_path)
+    assert [category.title for category in layout.category] == ["curves", "per class"]
+    charts = {chart.title: list(chart.multiline.tag) for chart in layout.category[0].chart}
+    assert {"train/loss", "val/loss"} <= set(charts["loss"])
+    assert {"train/acc", "val/acc"} <= set(charts["accuracy"])
+    (per_class,) = layout.category[1].chart
+    (pattern,) = per_class.multiline.tag
+    assert re.match(pattern, "class_acc/7") and not re.match(pattern, "val/acc")
+
+    RunLogger(tmp_path, epochs=4, purge_step=3).close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+    assert len(written_layouts(tmp_path)) == 1

@@ -1,0 +1,130 @@
+"""A table of bad inputs across every command, run in process as the CLI runs them: each is exit
+2 and exactly one line on stderr that names what was wrong and says what to type instead (the other
+tables: tests/unit/test_cli.py for train's composition, tests/e2e/test_evaluate_predict.py for
+finished runs)."""
+
+import re
+
+import pytest
+from helpers import one_error_line
+
+from cnnlab.cli import main
+
+BAD = [
+    (["train", "trainer.eval_batch_size=0"], "trainer.eval_batch_size must be an integer ≥ 1, got 0"),
+    (["train", "trainer.seed=-1"], "trainer.seed must be an integer ≥ 0, got -1"),
+    (
+        ["train", "trainer.checkpoint_every_steps=-5"],
+        "trainer.checkpoint_every_steps must be an integer ≥ 0, got -5",
+    ),
+    (["train", "trainer.visual_every=x"], "trainer.visual_every must be an integer ≥ 0, got 'x'"),
+    (["train", "trainer.threads=0"], "trainer.threads must be an integer ≥ 1, got 0"),
+    (
+        ["train", "trainer.channels_last=maybe"],
+        "trainer.channels_last='maybe' is not one of: auto, True, False",
+    ),
+    (["train", "optimizer.weight_decay=-1"], "optimizer.weight_decay must be a number ≥ 0, got -1"),
+    (["train", "scheduler=step", "scheduler.gamma=0"], "scheduler.gamma must be a number > 0, got 0"),
+    (["train", "scheduler=cosine", "scheduler.min_lr=-1"], "scheduler.min_lr must be a number ≥ 0, got -1"),
+    (["train", "scheduler=onecycle", "scheduler.max_lr=0"], "scheduler.max_lr must be a number > 0, got 0"),
+    (["train", "scheduler.warmup_epochs=-1"], "scheduler.warmup_epochs must be a number ≥ 0, got -1"),
+    (["train", "loss.label_smoothing=2"], "loss.label_smoothing must be a number ≥ 0 and ≤ 1, got 2"),
+    (["train", "trainer.clip_grad_norm=0"], "trainer.clip_grad_norm must be a number > 0, got 0"),
+    (
+        ["train", "trainer.early_stopping.patience=-1"],
+        "trainer.early_stopping.patience must be an integer ≥ 0, got -1",
+    ),
+    (
+        ["train", "trainer.early_stopping.min_delta=-0.1"],
+        "trainer.early_stopping.min_delta must be a number ≥ 0, got -0.1",
+    ),
+    (["train", "trainer.health_check=2"], "trainer.health_check must be a number ≥ 0 and ≤ 1, got 2"),
+    (["train", "trainer.stop_if_stuck=maybe"], "trainer.stop_if_stuck must be true or false, got 'maybe'"),
+    (["train", "dataset.val_fraction=0.95"], "dataset.val_fraction must be a number ≥ 0 and ≤ 0.9, got 0.95"),
+    (["train", "dataset.split_seed=-2"], "dataset.split_seed must be an integer ≥ 0, got -2"),
+    (["train", "dataset=nope"], "unknown dataset 'nope'"),
+    (["train", "scheduler=nope"], "unknown scheduler 'nope' (did you mean none?)"),
+    (["train", "loss=nope"], "unknown loss 'nope'"),
+    (["train", "augment=nope"], "unknown augment 'nope' (did you mean none?)"),
+    (["train", "experiment=nope"], "unknown experiment 'nope'"),
+    (["train", "augment.mixup_alpha=-1"], "augment.mixup_alpha must be a number ≥ 0, got -1"),
+    (["train", "augment.cutmix_alpha=-1"], "augment.cutmix_alpha must be a number ≥ 0, got -1"),
+    (["train", "augment.random_erasing=2"], "augment.random_erasing must be a number ≥ 0 and ≤ 1, got 2"),
+    (["train", "augment.mix_prob=2"], "augment.mix_prob must be a number ≥ 0 and ≤ 1, got 2"),
+    (["train", "augment.crop=weird"], "augment.crop='weird' is not one of: none, padded, resized"),
+    (["train", "augment.padding=-1"], "augment.padding must be an integer ≥ 0, got -1"),
+    (["train", "augment.flip=maybe"], "augment.flip must be true or false, got 'maybe'"),
+    (
+        ["train", "augment=standard", "augment.scale=[0.5]"],
+        "augment.scale must be [low, high] with 0 < low ≤ high ≤ 1, got [0.5]",
+    ),
+    (
+        ["train", "augment=standard", "augment.ratio=[2,1]"],
+        "augment.ratio must be [low, high] with 0 < low ≤ high, got [2, 1]",
+    ),
+    (["train", "model.init=weird"], "model lenet_modern: unknown init 'weird'"),
+    (
+        "model vgg: arch must be a non-empty list of [num_convs, out_channels] ≥ 1, got []",
+    ),
+    (["train", "trainer.device=cuda:7"], "trainer.device=cuda:7 but this machine has no usable CUDA GPU"),
+    (["train", "trainer.epochs=0"], "trainer.epochs must be an integer ≥ 1, got 0"),
+    (["train", "trainer.epochs=abc"], "trainer.epochs must be an integer ≥ 1, got 'abc'"),
+    (["train", "hydra/launcher=nope"], "unknown hydra/launcher 'nope'"),
+    (
+        ["train", "dataset.loader.memory_budget=2"],
+        "unknown config key 'dataset.loader.memory_budget' (did you mean",
+    ),
+    (["train", "optimizer.lr=-0.1"], "optimizer.lr must be a number > 0, got -0.1"),
+    (["train", "optimizer=adam", "optimizer.lr=0"], "optimizer.lr must be a number > 0, got 0"),
+    (["train", "trainer.precision=64"], "trainer.precision='64' is not one of: auto, 32, bf16, 16"),
+    (["summary", "model=nope"], "unknown model 'nope'"),
+    (["summary", "summary.depth=0"], "summary.depth must be an integer ≥ 1, got 0"),
+    (["summary", "summary.format=xml"], "summary.format='xml' is not one of: table, json"),
+    (
+        ["summary", "resize=2"],
+        "model lenet_modern cannot take 2×2 inputs: the smallest size it accepts is 12×12",
+    ),
+    (
+        ["summary", "model=vgg_small", "resize=16"],
+        "model vgg cannot take 16×16 inputs: the smallest size it accepts is 32×32",
+    ),
+    (
+        "kernel_shape must be [height, width] of positive ints or null, got [0, 2]",
+    ),
+    (["kernel-learn", "lr=-1"], "lr must be a number > 0, got -1"),
+    (["kernel-learn", "epochs=0"], "epochs must be an integer ≥ 1, got 0"),
+    (["kernel-learn", "target=nope"], "unknown target 'nope'"),
+    (["kernel-learn", "impl=nope"], "impl='nope' is not one of: scratch, torch"),
+    (["kernel-learn", "image=nope"], "unknown image 'nope' (did you mean noise?)"),
+    (["evaluate"], "run is required: set run=…"),
+    (["evaluate", "run=/nope"], "run=/nope does not exist"),
+    (
+        ["evaluate", "run=/tmp", "evaluate.checkpoint=middle"],
+        "evaluate.checkpoint='middle' is not one of: best, last",
+    ),
+    (["predict", "run=/nope", "input=x.png"], "run=/nope does not exist"),
+    (["activations", "run=/nope", "input=noise"], "run=/nope does not exist"),
+    (["report", "/nope"], "/nope does not exist"),
+    (["report"], "the following arguments are required: directory"),
+]
+
+# What counts as saying what to do instead: an example, the valid choices, or an instruction.
+FIX = re.compile(r"e\.g\.|choose one of|is not one of|set |give |use |usage: ")
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD, ids=[" ".join(args) for args, _ in BAD])
+def test_a_bad_input_is_one_line_naming_it_with_a_fix_and_exit_2(
+    args, expected, capsys, monkeypatch, tmp_path
+):
+    if "cuda" in " ".join(args):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"cnnlab {args[0]}: error: ")
+    assert expected in line
+    assert FIX.search(line), line
+    assert not (tmp_path / "outputs").exists(), "nothing may be written before the input is valid"
