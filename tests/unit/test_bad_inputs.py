@@ -63,9 +63,6 @@ BAD = [
         "augment.ratio must be [low, high] with 0 < low ≤ high, got [2, 1]",
     ),
     (["train", "model.init=weird"], "model lenet_modern: unknown init 'weird'"),
-    (
-        "model vgg: arch must be a non-empty list of [num_convs, out_channels] ≥ 1, got []",
-    ),
     (["train", "trainer.device=cuda:7"], "trainer.device=cuda:7 but this machine has no usable CUDA GPU"),
     (["train", "trainer.epochs=0"], "trainer.epochs must be an integer ≥ 1, got 0"),
     (["train", "trainer.epochs=abc"], "trainer.epochs must be an integer ≥ 1, got 'abc'"),
@@ -87,9 +84,6 @@ BAD = [
     (
         ["summary", "model=vgg_small", "resize=16"],
         "model vgg cannot take 16×16 inputs: the smallest size it accepts is 32×32",
-    ),
-    (
-        "kernel_shape must be [height, width] of positive ints or null, got [0, 2]",
     ),
     (["kernel-learn", "lr=-1"], "lr must be a number > 0, got -1"),
     (["kernel-learn", "epochs=0"], "epochs must be an integer ≥ 1, got 0"),
