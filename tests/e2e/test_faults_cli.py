@@ -215,7 +215,7 @@ def test_read_only_run_directories_are_one_line_in_every_command(cli, small_disk
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     run_dir = small_disk / "run"
     for args in (
-        ["train", f"trainer.resume={run_dir}"],
+        ["train", f"hydra.run.dir={small_disk / 'new'}"],  # (resuming the finished run: nothing to resume)
         ["evaluate", f"run={run_dir}"],
         ["activations", f"run={run_dir}", "input=noise"],
         ["report", str(run_dir)],
