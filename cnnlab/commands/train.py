@@ -350,7 +350,7 @@ def _announce(
     if batch_size > images:
         logger.warn(
             f"trainer.batch_size={batch_size} is more than the {images:,} training images: every epoch is "
-            f"one step on a batch of {images:,}; set trainer.batch_size={min(64, images)} for more steps",
+            f"one step on a batch of {images:,}; a smaller trainer.batch_size gives more steps per epoch",
             state.epoch,
         )
     if changes:

@@ -98,8 +98,16 @@ class RunLogger:
             self.writer.file_writer.add_summary(summary, step)
         self.scalars(metrics, step)
 
-    def start_epoch(self, epoch: int, images: int, done: int = 0) -> None:
-        """Begin the progress bar of `epoch` (1-based) over `images` training images."""
+    def start_epoch(
+        self,
+        epoch: int,
+        images: int,
+        done: int = 0,
+        running: Callable[[], tuple[float, float]] | None = None,
+    ) -> None:
+        """Begin the progress bar of `epoch` (1-based) over `images` training images; `running()`
+        gives the (loss, accuracy) so far this epoch."""
+        self._running = running
         if not self.interactive:
             return
         self._progress = Progress(
@@ -118,18 +126,18 @@ class RunLogger:
             f"epoch {epoch}/{self.epochs}", total=images, completed=done, running=""
         )
 
-    def advance(self, images: int, running: Callable[[], tuple[float, float]] | None = None) -> None:
+    def advance(self, images: int) -> None:
         """Count `images` more trained images on the progress bar; about twice a second it also shows
-        `running()`'s (loss, accuracy) so far this epoch and the whole run's remaining time (reading
-        them synchronizes with the device, so only a terminal's bar asks)."""
+        the running loss and accuracy and the whole run's remaining time (reading them synchronizes
+        with the device, so only a terminal's bar asks)."""
         if self._progress is None:
             return
         self._progress.update(self._task, advance=images)
         now = time.monotonic()
-        if running is None or now - self._shown < 0.5:
+        if self._running is None or now - self._shown < 0.5:
             return
         self._shown = now
-        loss, accuracy = running()
+        loss, accuracy = self._running()
         task = self._progress.tasks[0]
         left = ""
         if task.speed:
@@ -182,10 +190,16 @@ class QuietLogger(RunLogger):
     def hparams(self, values: dict[str, Any], metrics: dict[str, float], step: int) -> None:
         """Log nothing."""
 
-    def start_epoch(self, epoch: int, images: int, done: int = 0) -> None:
+    def start_epoch(
+        self,
+        epoch: int,
+        images: int,
+        done: int = 0,
+        running: Callable[[], tuple[float, float]] | None = None,
+    ) -> None:
         """Show nothing."""
 
-    def advance(self, images: int, running: Callable[[], tuple[float, float]] | None = None) -> None:
+    def advance(self, images: int) -> None:
         """Show nothing."""
 
     def evaluating(self, split: str) -> None:

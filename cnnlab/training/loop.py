@@ -287,7 +287,8 @@ def fit(
             grad_norms = torch.zeros(steps, device=device) if settings.clip_grad_norm is not None else None
             correct = torch.zeros((), device=device, dtype=torch.long)
             lrs: list[float] = [0.0] * state.batch  # batches already done when resuming mid-epoch
-            logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen)
+            running = partial(_running, state, losses, correct)  # read by a terminal's bar only
+            logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen, running=running)
             tic = time.perf_counter()
             for images, labels in batches(train, batch_size, order, start=state.batch):
                 draws = None
@@ -312,7 +313,7 @@ def fit(
                 state.batch += 1
                 state.step += 1
                 state.epoch_seen += len(labels)
-                logger.advance(len(labels), partial(_running, state, losses, correct))
+                logger.advance(len(labels))
                 every = settings.checkpoint_every_steps
                 check_health = not state.health_checked and epoch == 0 and state.batch == health_step
                 checkpoint = every and state.step % every == 0
