@@ -64,14 +64,15 @@ class HydraCommand:
                 overrides = getattr(self.commands, "prepare", lambda given: given)(overrides)
                 for number, job in enumerate(_expand_sweep(overrides) if args.multirun else [overrides]):
                     cfg = self.compose(job)
-                    if number == 0:
-                        for key in _unread_keys(cfg, job):
-                            print_warning(
-                                f"cnnlab {self.name}", f"+{key} adds a key cnnlab does not read: it changes "
-                                f"nothing (`cnnlab {self.name} --cfg job` lists the keys it reads)"
-                            )
                     if not args.cfg:  # --cfg only prints the config: show it even when incomplete
                         self.check(cfg)
+                    if number == 0:  # after the checks: a key they refuse is an error, not a warning
+                        for key in _unread_keys(cfg, job):
+                            print_warning(
+                                f"cnnlab {self.name}",
+                                f"+{key} adds a key cnnlab does not read: it changes "
+                                f"nothing (`cnnlab {self.name} --cfg job` lists the keys it reads)",
+                            )
         except CnnlabError as error:
             print_error(f"cnnlab {self.name}", str(error))
             return error.exit_code

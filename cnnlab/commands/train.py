@@ -233,7 +233,10 @@ class _Record:
         if isinstance(error, Interrupted):
             self.status = "interrupted"
             command = f"cnnlab train trainer.resume={shlex.quote(str(self.run_dir))}"
-            if self.started:
+            if self.started and self.state.epoch >= self.epochs:  # stopped while testing best.pt
+                test = f"cnnlab evaluate run={shlex.quote(str(self.run_dir))}"
+                kept = f"training had ended (last.pt and best.pt are saved): test best.pt with: {test}"
+            elif self.started:
                 where = f"epoch {self.state.epoch + 1}, step {self.state.step}"
                 kept = f"last.pt saved at {where}. Resume with: {command}"
             elif self.resumed:

@@ -63,7 +63,8 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' → bf16 on CUDA GPUs and on CPUs with native bf16 arithmetic, else float32.
+    """'auto' → bf16 on CUDA GPUs and on CPUs with native bf16 arithmetic (AVX512-BF16, not AMX), else
+    float32.
 
     Measured (benchmarks/throughput.py, d2l presets, batch 128): on a 2-core AVX512-BF16 EPYC, bf16
     with channels-last trains ResNet-18@96 2.4× and VGG-small@224 3× faster than float32, LeNet 1.1×;
@@ -73,15 +74,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "32"
-    if device.type == "cpu" and _cpu_has_native_bf16():
+    if device.type == "cpu" and _cpu_bf16_is_native_and_sound():
         return "bf16"
     return "32"
 
 
-def _cpu_has_native_bf16() -> bool:
-    # torch.cpu's probes are private; a torch without them gets float32.
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+def _cpu_bf16_is_native_and_sound() -> bool:
+    # AVX512-BF16 without AMX: oneDNN's AMX bf16 kernels can leak NaN or garbage into outputs when a
+    # reduction is not a multiple of 32 (oneDNN issue 5717), as ResNeXt's 2-channel groups are, so an
+    # AMX CPU trains in float32 unless asked for bf16. torch.cpu's probes are private: absent, float32.
+    def probe(name: str) -> bool:
+        return bool(getattr(torch.cpu, name, lambda: False)())
+
+    return probe("_is_avx512_bf16_supported") and not probe("_is_amx_tile_supported")
 
 
 def resolve_channels_last(setting: str | bool, device: torch.device) -> bool:

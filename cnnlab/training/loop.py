@@ -377,7 +377,6 @@ def fit(
     return state
 
 
-# What the user can change when the loss becomes non-finite: every name here is a config key.
 def _running(state: RunState, losses: torch.Tensor, correct: torch.Tensor) -> tuple[float, float]:
     """This rank's mean training loss and accuracy so far this epoch (for the progress bar)."""
     seen = max(state.epoch_seen, 1)
@@ -390,9 +389,10 @@ def _kept(state: RunState) -> str:
     """What a diverged run leaves to go back to."""
     if state.best_epoch:
         return "last.pt and best.pt keep the last good state"
-    return "no epoch had ended, so there is no best.pt to go back to"
+    return "there is no best.pt yet to go back to"
 
 
+# What the user can change when the loss becomes non-finite: every name here is a config key.
 _REMEDIES = (
     "lower optimizer.lr, lengthen scheduler.warmup_epochs or clip harder (trainer.clip_grad_norm, e.g. 1.0), "
     "and start again"

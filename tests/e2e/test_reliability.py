@@ -109,7 +109,7 @@ def test_lr_1e6_stops_at_once_and_writes_no_checkpoint(cli):
     assert result.returncode == 3
     line = one_error_line(result.stderr)
     assert "loss became non-finite at epoch 1, step" in line
-    assert "no epoch had ended, so there is no best.pt to go back to" in line  # and says so
+    assert "there is no best.pt yet to go back to" in line  # and says so
     (run_dir,) = run_dirs(cli.cwd)
     assert not (run_dir / "best.pt").exists() and not (run_dir / "last.pt").exists()
 

@@ -2,6 +2,7 @@
 a corrupt image cache, fuzzed checkpoints, damaged dataset files, and reconciling a resume with the
 run's saved config."""
 
+import json
 import os
 from pathlib import Path
 
@@ -225,3 +226,26 @@ def test_reconcile_moves_a_loader_root_derived_from_data_dir():
     config, changes = reconcile(OmegaConf.create(composed(*typed, "trainer.resume=/r")), saved, typed, 1)
     assert config.dataset.loader.root == "/new/mnist"
     assert changes == {"data_dir": ["/old", "/new"], "dataset.loader.root": ["/old/mnist", "/new/mnist"]}
+
+
+@pytest.mark.parametrize(
+    ("epochs_done", "says"),
+    [(2, "last.pt saved at epoch 3, step 0. Resume with: cnnlab train trainer.resume="),
+     (3, "training had ended (last.pt and best.pt are saved): test best.pt with: cnnlab evaluate run=")],
+)  # fmt: skip
+def test_an_interrupt_says_what_is_left_to_do(tmp_path, epochs_done, says):
+    """Stopped mid-training: resume it; stopped while testing, after the last epoch: evaluate it."""
+    import signal
+
+    from cnnlab.commands.train import _Record
+    from cnnlab.training.distributed import Distributed
+    from cnnlab.training.loop import Interrupted
+
+    record = _Record(tmp_path, epochs=3, ranks=Distributed(), resumed=False)
+    record.start("cpu")
+    record.state.epoch = epochs_done
+    stop = Interrupted(signal.SIGINT)
+    with pytest.raises(Interrupted), record:
+        raise stop
+    assert says in str(stop)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "interrupted"
