@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_starting)
     try:
         return COMMANDS[name].main(rest)
+    except BrokenPipeError:  # `cnnlab … | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except KeyboardInterrupt as stop:  # SIGTERM too: _Stopped
         code = _stopped(f"cnnlab {name}", getattr(stop, "signum", signal.SIGINT))
         if argv_given:

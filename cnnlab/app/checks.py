@@ -83,7 +83,10 @@ def dataset_loader(cfg: DictConfig) -> None:
             boolean(cfg, "dataset.loader.stream")
         except ConfigError:
             got = loader["stream"]
-            raise ConfigError(f"dataset.loader.stream must be auto, true or false, got {got!r}") from None
+            raise ConfigError(
+                f"dataset.loader.stream must be auto, true or false, got {got!r}; "
+                "e.g. dataset.loader.stream=auto"
+            ) from None
     if "memory_budget" in loader:
         number(cfg, "dataset.loader.memory_budget", maximum=1.0, allow_minimum=False, example=0.25)
     if "skip_unreadable" in loader:

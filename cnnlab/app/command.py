@@ -30,6 +30,7 @@ class HydraCommand:
     name: str
     about: str  # one line, for `cnnlab --help`
     config_name: str
+    unlisted_groups: tuple[str, ...] = ()  # composed for another group's sake, not options (help omits them)
 
     @property
     def commands(self) -> ModuleType:
@@ -53,7 +54,7 @@ class HydraCommand:
 
         args = get_args_parser().parse_args(argv)
         if args.help:
-            print(command_help(self.name, self.config_name))
+            print(command_help(self.name, self.config_name, self.unlisted_groups))
             return 0
         runs_a_job = not any(getattr(args, flag) for flag in _NO_JOB_FLAGS)
         if runs_a_job and not args.cfg and console.is_terminal:  # PyTorch takes seconds to import

@@ -10,15 +10,18 @@ import yaml
 _TOP_LEVEL_SKIPPED = ("defaults:", "hydra:")  # composition lists and Hydra's own settings: not options
 
 
-def command_help(name: str, config_name: str) -> str:
-    """The help text of command `name`, whose primary config is configs/<config_name>.yaml."""
+def command_help(name: str, config_name: str, unlisted: tuple[str, ...] = ()) -> str:
+    """The help text of command `name`, whose primary config is configs/<config_name>.yaml, without
+    the `unlisted` groups."""
     configs = resources.files("cnnlab.configs")
     shared = yaml.safe_load((configs / "hydra" / "cnnlab.yaml").read_text())["help"]
     primary = yaml.safe_load((configs / f"{config_name}.yaml").read_text()) or {}
     own = (primary.get("hydra") or {}).get("help") or {}
     header = own.get("header", shared["header"]).replace("${hydra.help.app_name}", f"cnnlab {name}")
-    groups, files = _defaults(configs, config_name)
-    lines = [header.rstrip(), "", "== Config groups (group=option) =="]
+    groups, files = _defaults(configs, config_name, unlisted)
+    lines = [header.rstrip()]
+    if groups:
+        lines += ["", "== Config groups (group=option) =="]
     for group, chosen in groups.items():
         options = sorted(
             p.name[: -len(".yaml")] for p in (configs / group).iterdir() if p.name.endswith(".yaml")
@@ -32,9 +35,11 @@ def command_help(name: str, config_name: str) -> str:
     return "\n".join(lines)
 
 
-def _defaults(configs: Traversable, config_name: str) -> tuple[dict[str, str | None], list[tuple[str, str]]]:
+def _defaults(
+    configs: Traversable, config_name: str, unlisted: tuple[str, ...]
+) -> tuple[dict[str, str | None], list[tuple[str, str]]]:
     """The config groups a primary config composes (group → default option, None: none) and the
-    files it is made of, in order: (title, YAML text)."""
+    files it is made of, in order: (title, YAML text); `unlisted` groups left out."""
     groups: dict[str, str | None] = {}
     files: list[tuple[str, str]] = []
     text = (configs / f"{config_name}.yaml").read_text()
@@ -42,12 +47,12 @@ def _defaults(configs: Traversable, config_name: str) -> tuple[dict[str, str | N
         if entry == "_self_":
             files.append((f"configs/{config_name}.yaml", text))
         elif isinstance(entry, str):  # another primary config it extends (summary → train)
-            inherited_groups, inherited_files = _defaults(configs, entry)
+            inherited_groups, inherited_files = _defaults(configs, entry, unlisted)
             groups.update(inherited_groups)
             files += inherited_files
         else:
             ((group, option),) = entry.items()
-            if group.startswith(("hydra", "override ")):
+            if group.startswith(("hydra", "override ")) or group in unlisted:
                 continue
             groups[group] = option
             if option is not None:

@@ -7,11 +7,19 @@ COMMANDS: dict[str, HydraCommand | PlainCommand] = {
     command.name: command
     for command in (
         HydraCommand("train", "train a model on a dataset (Hydra overrides; -m sweeps)", "train"),
-        HydraCommand("summary", "per-layer output shapes, parameters and mult-adds of a model", "summary"),
+        HydraCommand(
+            "summary",
+            "per-layer output shapes, parameters and mult-adds of a model",
+            "summary",
+            ("augment", "optimizer", "scheduler", "loss", "trainer", "hparams_search"),  # train's, unused
+        ),
         HydraCommand("kernel-learn", "learn a convolution kernel from data (d2l 7.2.4)", "kernel_learn"),
-        HydraCommand("evaluate", "loss, accuracy, per-class table, confusion matrix of a run", "evaluate"),
+        HydraCommand(
+            "evaluate", "loss, accuracy, per-class table, confusion matrix of a run", "evaluate", ("augment",)
+        ),
         HydraCommand("predict", "top-k classes of image files with a trained run", "predict"),
         HydraCommand("activations", "PNG of a trained run's feature maps for one input", "activations"),
         PlainCommand("report", "compare runs: a table of a sweep's or all runs' results"),
+        PlainCommand("examples", "write the example files the README uses: digits and a photo folder"),
     )
 }

@@ -87,3 +87,13 @@ def test_experiment_preset_sets_the_books_lenet_run(cli):
     assert cfg["model"]["name"] == "lenet" and cfg["model"]["init"] == "xavier"
     assert cfg["optimizer"] == {**cfg["optimizer"], "name": "sgd", "lr": 0.1, "momentum": 0.0}
     assert cfg["trainer"]["batch_size"] == 128 and cfg["trainer"]["epochs"] == 10
+
+
+def test_help_into_a_pipe_closed_early_is_not_a_traceback(tmp_path):
+    """`cnnlab train --help | head -3`: the reader stops; cnnlab exits 0 without a word."""
+    result = subprocess.run(
+        f"'{sys.executable}' -m cnnlab train --help | head -3", shell=True, capture_output=True, text=True,
+        cwd=tmp_path, executable="/bin/bash",
+    )  # fmt: skip
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 3
+    assert result.stderr == "", result.stderr

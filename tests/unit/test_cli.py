@@ -25,73 +25,19 @@ def test_unknown_command_lists_commands(capsys):
     assert "train" in line.split("choose one of:")[1]
 
 
-# Each bad input is refused before any work: exit 2, one line that names the problem.
-BAD_INPUTS = [
-    (["model=nope"], "unknown model 'nope'"),
-    (["dataset=imagenet"], "unknown dataset 'imagenet'"),
-    (["optimizer=sgdd"], "did you mean sgd?"),
-    (["scheduler=warmup"], "unknown scheduler 'warmup'"),
-    (["trainer.batch_size=0"], "trainer.batch_size must be an integer ≥ 1, got 0"),
-    (["trainer.epochs=two"], "trainer.epochs must be an integer ≥ 1, got 'two'"),
-    (["trainer.epochs=1.5"], "trainer.epochs must be an integer ≥ 1, got 1.5"),
-    (["optimizer.lr=abc"], "optimizer.lr must be a number > 0, got 'abc'"),
-    (["optimizer.lr=-0.1"], "optimizer.lr must be a number > 0"),
-    (["optimizer.momentum=1.5"], "optimizer.momentum must be a number ≥ 0 and ≤ 1"),
-    (["resize=-3"], "resize must be a positive int, [height, width] or null, got -3"),
-    (["resize=[28]"], "resize must be a positive int, [height, width] or null"),
-    (["resize=4"], "cannot take 4×4 inputs: the smallest size it accepts is 12×12; set resize=12"),
-    (["model=lenet", "resize=[28,8]"], "the smallest size it accepts is 12×12"),
-    (["trainer.device=cuda"], "trainer.device=cuda but this machine has no usable CUDA GPU"),
-    (["trainer.device=tpu"], "trainer.device='tpu' is not a device"),
-    (["scheduler=step", "scheduler.step_epochs=0"], "scheduler.step_epochs must be a number > 0, got 0"),
-    (
-        ["scheduler=onecycle", "scheduler.warmup_epochs=0", "scheduler.pct_start=2"],
-        "scheduler.pct_start must be a number > 0 and ≤ 1, got 2",
-    ),
-    (["hydra.run.dir=/dev/null/run"], "hydra.run.dir=/dev/null/run cannot be created (Not a directory)"),
-    (
-        ["-m", "hydra.sweep.dir=/dev/null/s", "trainer.seed=0,1"],
-        "hydra.sweep.dir=/dev/null/s cannot be created",
-    ),
-    (["trainer.precision=8"], "trainer.precision='8' is not one of: auto, 32, bf16, 16"),
-    (["trainer.precision=16"], "trainer.precision=16 needs a CUDA GPU"),
-    (["trainer.compile=cudagraphs"], "trainer.compile=cudagraphs records CUDA graphs and needs a CUDA GPU"),
-    (["trainer.compile=fast"], "trainer.compile='fast' is not one of: False, True, auto, cudagraphs"),
-    (["trainer.batchsize=3"], "unknown config key 'trainer.batchsize' (did you mean trainer.batch_size?)"),
-    (["precision=bf16"], "did you mean trainer.precision?"),
-    (["lr"], "Error parsing override 'lr'"),
-    (["dataset=imagefolder"], "dataset.loader.root is required"),
-    (["dataset=imagefolder", "dataset.loader.root=/x"], "imagefolder expects /x/train/<class>/<image>"),
-    (["dataset.loader.test_fraction=1.5"], "dataset.loader.test_fraction must be a number > 0 and ≤ 0.9"),
-    (
-        [
-            "dataset=imagefolder",
-            "dataset.loader.root=/x",
-            "dataset.num_classes=3",
-            "dataset.loader.stream='False'",
-        ],
-        "dataset.loader.stream must be auto, true or false, got 'False'",
-    ),
-    (["trainer.resume=/no/such/run"], "no last.pt in /no/such/run"),
-    (["trainer.resume=latest"], "trainer.resume=latest: no run under outputs/"),
-    (["-m", "optimizer.lr=0.1,abc"], "optimizer.lr must be a number > 0, got 'abc'"),
-    (
-        ["optimizer.lr=0.1,0.01"],
-        "a comma-separated list is a sweep; add -m (cnnlab train -m optimizer.lr=0.1,0.01)",
-    ),
-]
-
-
-@pytest.mark.parametrize(("overrides", "expected"), BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_and_exit_2(overrides, expected, capsys, monkeypatch, tmp_path):
-    if any(word in " ".join(overrides) for word in ("cuda", "precision=16", "cudagraphs")):
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("this machine has CUDA")
-    monkeypatch.chdir(tmp_path)
-    assert main(["train", *overrides]) == 2
-    captured = capsys.readouterr()
-    line = one_error_line(captured.err)
-    assert expected in line
-    assert not (tmp_path / "outputs").exists(), "nothing may be written before the config is valid"
+@pytest.mark.parametrize(
+    ("command", "groups"),
+    [
+        ("train", {"augment", "dataset", "model", "optimizer", "scheduler", "loss", "trainer", "experiment"}),
+        ("summary", {"dataset", "model", "experiment"}),
+        ("evaluate", {"dataset"}),
+        ("predict", set()),
+    ],
+)
+def test_help_lists_only_the_groups_the_command_takes(capsys, command, groups):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    header = "== Config groups (group=option) ==\n"
+    assert (header in text) == bool(groups)  # no empty header
+    section = text.split(header)[1].split("\n\n")[0] if header in text else ""
+    assert {line.split(":")[0] for line in section.splitlines()} - {"hparams_search"} == groups

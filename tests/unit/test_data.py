@@ -165,3 +165,19 @@ def test_a_corrupt_file_is_one_line_data_error_from_a_worker(tmp_path):
     with pytest.raises(DataError) as error:
         list(batches(split, 2))
     assert str(error.value).startswith(f"cannot read image {broken}: ") and "\n" not in str(error.value)
+
+
+def test_the_example_files_are_digits_and_a_two_class_photo_folder_of_mixed_sizes(tmp_path, capsys):
+    from cnnlab.cli import main
+
+    assert main(["examples", str(tmp_path)]) == 0
+    assert "6 digits" in capsys.readouterr().out
+    digits = sorted((tmp_path / "samples").glob("digit_*_label*.png"))
+    assert len(digits) == 6 and all(Image.open(path).size == (8, 8) for path in digits)
+    photos = load_imagefolder(
+        str(tmp_path / "photos"), [32, 32], 3, str(tmp_path / "cache"), stream=False, workers=0, **LOADER
+    )
+    assert photos.classes == ["circles", "squares"] and (len(photos.train), len(photos.val)) == (120, 40)
+    sizes = {Image.open(path).size for path in (tmp_path / "photos").rglob("*.jpg")}
+    assert len(sizes) > 100  # mixed sizes, as real photos come
+    assert photos.train.labels.bincount().tolist() == [60, 60]
