@@ -121,3 +121,49 @@ def mirror_pad(X: Tensor, padding: Size) -> Tensor:
     rows = _reflect_indices(X.shape[-2], p_h)
     columns = _reflect_indices(X.shape[-1], p_w)
     return X[..., rows[:, None], columns[None, :]]
+
+
+def batch_norm(
+    X: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    moving_mean: Tensor,
+    moving_var: Tensor,
+    training: bool,
+    eps: float = 1e-5,
+    momentum: float = 0.1,
+) -> Tensor:
+    """Batch normalization (d2l 8.5) of a (N, C) or (N, C, H, W) batch, statistics per channel.
+
+    Training normalizes by the batch's mean and biased variance and moves the running statistics
+    `momentum` of the way towards them, in place; evaluation normalizes by the running ones. The
+    running variance takes the unbiased batch variance, as nn.BatchNorm does (the book's own code
+    takes the biased one, so its running statistics differ slightly from PyTorch's)."""
+    if not training:
+        X_hat = (X - moving_mean) / torch.sqrt(moving_var + eps)
+        return gamma * X_hat + beta
+    dims = (0,) if X.dim() == 2 else (0, 2, 3)
+    mean = X.mean(dim=dims, keepdim=True)
+    var = ((X - mean) ** 2).mean(dim=dims, keepdim=True)
+    X_hat = (X - mean) / torch.sqrt(var + eps)
+    count = X.numel() // X.shape[1]
+    with torch.no_grad():
+        moving_mean.mul_(1 - momentum).add_(momentum * mean)
+        moving_var.mul_(1 - momentum).add_(momentum * var * count / max(count - 1, 1))
+    return gamma * X_hat + beta
+
+
+class BatchNorm(nn.Module):
+    """The book's from-scratch BatchNorm layer: learned scale `gamma` and shift `beta`, running
+    statistics as buffers; `num_dims` 2 after a linear layer, 4 after a convolution."""
+
+    def __init__(self, num_features: int, num_dims: int) -> None:
+        super().__init__()
+        shape = (1, num_features) if num_dims == 2 else (1, num_features, 1, 1)
+        self.gamma = nn.Parameter(torch.ones(shape))
+        self.beta = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("moving_mean", torch.zeros(shape))
+        self.register_buffer("moving_var", torch.ones(shape))
+
+    def forward(self, X: Tensor) -> Tensor:
+        return batch_norm(X, self.gamma, self.beta, self.moving_mean, self.moving_var, self.training)

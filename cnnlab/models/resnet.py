@@ -133,7 +133,9 @@ class ResNet(nn.Sequential):
         super().__init__(layers)
 
 
-def _init_resnet(model: ResNet, init: str, zero_init_head: bool, zero_init_residual: bool) -> ResNet:
+def init_residual_net(
+    model: nn.Module, init: str, zero_init_head: bool, zero_init_residual: bool
+) -> nn.Module:
     """`init_weights`, and with `zero_init_residual` each block's last BatchNorm scaled to zero, so
     every block starts as its shortcut (Goyal et al. 2017; torchvision's zero_init_residual)."""
     init_weights(model, init, zero_init_head)
@@ -155,7 +157,7 @@ def resnet18(
 ) -> nn.Module:
     """The book's ResNet-18: four stages of two residual blocks (64, 128, 256, 512 channels)."""
     model = ResNet(in_channels, num_classes, RESNET18_STAGES, Residual)
-    return _init_resnet(model, init, zero_init_head, zero_init_residual)
+    return init_residual_net(model, init, zero_init_head, zero_init_residual)
 
 
 @register_model("resnext")
@@ -172,4 +174,4 @@ def resnext(
     """ResNet-18's layout of ResNeXt blocks: `groups` groups, bottleneck width channels × `bot_mul`."""
     block = partial(ResNeXtBlock, groups=groups, bot_mul=bot_mul)
     model = ResNet(in_channels, num_classes, RESNET18_STAGES, block)
-    return _init_resnet(model, init, zero_init_head, zero_init_residual)
+    return init_residual_net(model, init, zero_init_head, zero_init_residual)

@@ -1,8 +1,10 @@
-"""The model zoo through `cnnlab train`: every model trains on digits, and the compiled book LeNet
-learns as the eager one does."""
+"""The model zoo through `cnnlab train`: every model trains on digits, the compiled book LeNet
+learns as the eager one does, and each of chapter 8's book runs composes and trains."""
 
+import numpy as np
 import pytest
-from helpers import learning_curves, metrics, run_dirs
+import yaml
+from helpers import learning_curves, metrics, run_dirs, write_idx
 
 
 @pytest.mark.parametrize(
@@ -39,3 +41,30 @@ def test_compiled_book_lenet_on_cpu_learns_as_eager(cli):
         assert eager_epoch.keys() == compiled_epoch.keys()
         for key, value in eager_epoch.items():
             assert compiled_epoch[key] == pytest.approx(value, rel=0.02, abs=0.01), key
+
+
+# The book's runs of chapter 8 (lr, batch size, epochs as the book has them), at a reduced resize.
+PRESETS = [("alexnet", 67, 0.01), ("nin", 67, 0.05), ("googlenet", 32, 0.01), ("lenet_bn", 28, 0.1),
+           ("densenet", 32, 0.01), ("regnetx32", 32, 0.05)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "resize", "lr"), PRESETS, ids=[preset[0] for preset in PRESETS])
+def test_each_chapter_8_preset_composes_and_trains_a_few_steps(cli, model, resize, lr):
+    """experiment=d2l_<model> on Fashion-MNIST IDX files written here (64 images): one epoch."""
+    raw = cli.cwd / "data" / "fashion_mnist" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, size=(64, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(64) % 10)
+    result = cli(
+        "train", f"experiment=d2l_{model}", f"resize={resize}", "trainer.epochs=1", "trainer.batch_size=16",
+        "dataset.loader.download=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = run_dirs(cli.cwd)
+    run = metrics(run_dir)
+    assert run["status"] == "finished" and run["epochs"] == 1
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["model"]["name"] == model and config["optimizer"]["lr"] == lr
+    assert config["optimizer"]["momentum"] == 0.0 and config["model"]["init"] == "xavier"

@@ -1,5 +1,5 @@
-"""The model zoo against the book (d2l 7.6, 8.2, 8.6): shapes, parameter counts, a few training steps,
-size errors."""
+"""The model zoo against the book (d2l 7.6, 8.1–8.8): shapes, parameter counts, a few training steps,
+size errors, and the from-scratch BatchNorm against PyTorch's."""
 
 import warnings
 
@@ -12,8 +12,11 @@ from torch.nn.modules.lazy import LazyModuleMixin
 
 from cnnlab.cli import main
 from cnnlab.models import create_model, list_models
+from cnnlab.models.densenet import DenseBlock, transition_block
+from cnnlab.models.googlenet import Inception
 from cnnlab.models.layers import AvgPool2d
 from cnnlab.models.resnet import Residual, ResNeXtBlock
+from cnnlab.ops import BatchNorm
 
 VGG11 = [[1, 64], [1, 128], [2, 256], [2, 512], [2, 512]]
 VGG_SMALL = [[1, 16], [1, 32], [2, 64], [2, 128], [2, 128]]
@@ -48,7 +51,7 @@ def test_every_model_is_registered_and_fully_built_without_warnings():
     for name in OPTIONS:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            model = build(name, 32, device="meta")
+            model = build(name, 96, device="meta")  # a size every model accepts
         assert not any(isinstance(m, LazyModuleMixin) for m in model.modules()), name
 
 
@@ -210,10 +213,21 @@ TRAINING = [
     ("vgg", 8, {"arch": [[1, 8], [1, 16]]}),
     ("resnet18", 8, {}),
     ("resnext", 8, {}),
+    ("alexnet", 67, {}),
+    ("nin", 67, {}),
+    ("googlenet", 32, {}),
+    ("lenet_bn", 28, {}),
+    ("lenet_bn", 28, {"scratch": True}),
+    ("densenet", 32, {}),
+    ("regnetx32", 16, {}),
 ]
 
 
-@pytest.mark.parametrize(("name", "size", "changes"), TRAINING, ids=[case[0] for case in TRAINING])
+@pytest.mark.parametrize(
+    ("name", "size", "changes"),
+    TRAINING,
+    ids=[f"{case[0]}{'-scratch' * bool(case[2].get('scratch'))}" for case in TRAINING],
+)
 def test_every_model_trains_and_its_loss_falls(name, size, changes):
     """Memorizing one random image per class: a few Adam steps must lower the training loss."""
     torch.manual_seed(0)
@@ -222,15 +236,15 @@ def test_every_model_trains_and_its_loss_falls(name, size, changes):
     images = torch.randn(10, 1, size, size)  # one image per class: learnable by memorizing
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
-    for _ in range(8):
+    for _ in range(20):
         loss = nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    # The sigmoid LeNet only reaches the ln(10) plateau in so few steps; the others fall well below it
-    # (from ln 10 itself where the classifier starts at zero).
-    assert losses[-1] < (0.95 if name == "lenet" else 0.85) * losses[0], losses
+    # The sigmoid LeNet only reaches the ln(10) plateau in so few steps, and AlexNet's two dropouts of
+    # 0.5 slow its memorizing; the others fall well below it (from ln 10 where the head starts at zero).
+    assert losses[-1] < {"lenet": 0.95, "alexnet": 0.9}.get(name, 0.85) * losses[0], losses
 
 
 def test_too_small_resize_is_one_line_naming_the_smallest_size(capsys):
@@ -243,3 +257,113 @@ def test_too_small_resize_is_one_line_naming_the_smallest_size(capsys):
 def test_resnext_with_indivisible_groups_is_a_one_line_error(capsys):
     assert main(["summary", "model=resnext", "model.groups=5"]) == 2
     assert one_error_line(capsys.readouterr().err).startswith("cnnlab summary: error: model resnext")
+
+
+# --- chapter 8's other models: the shapes the book prints -------------------------------------------
+
+
+def test_alexnet_layer_shapes_match_the_book():
+    model = build("alexnet", 224, device="meta").eval()
+    assert shapes([*model.features, *model.classifier], torch.empty(1, 1, 224, 224, device="meta")) == [
+        (96, 54, 54), (96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 26, 26), (256, 12, 12),
+        (384, 12, 12), (384, 12, 12), (384, 12, 12), (384, 12, 12), (256, 12, 12), (256, 12, 12),
+        (256, 5, 5), (6400,), (4096,), (4096,), (4096,), (4096,), (4096,), (4096,), (10,),
+    ]  # fmt: skip
+
+
+def test_nin_layer_shapes_match_the_book():
+    model = build("nin", 224, device="meta").eval()
+    assert shapes(list(model), torch.empty(1, 1, 224, 224, device="meta")) == [
+        (96, 54, 54), (96, 26, 26), (256, 26, 26), (256, 12, 12), (384, 12, 12), (384, 5, 5),
+        (384, 5, 5), (10, 5, 5), (10, 1, 1), (10,),
+    ]  # fmt: skip
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())  # no dense layer at all
+
+
+def test_googlenet_block_shapes_match_the_book():
+    model = build("googlenet", 96, device="meta").eval()
+    assert shapes(list(model), torch.empty(1, 1, 96, 96, device="meta")) == [
+        (64, 24, 24), (192, 12, 12), (480, 6, 6), (832, 3, 3), (1024,), (10,),
+    ]  # fmt: skip
+    assert sum(isinstance(m, Inception) for m in model.modules()) == 9
+    # The book's first Inception block: 64 + 128 + 32 + 32 = 256 channels at the input's size.
+    assert Inception(192, 64, (96, 128), (16, 32), 32)(torch.zeros(2, 192, 12, 12)).shape == (2, 256, 12, 12)
+
+
+def test_lenet_bn_layer_shapes_and_norms_match_the_book():
+    for scratch, norm in ((False, (nn.BatchNorm2d, nn.BatchNorm1d)), (True, (BatchNorm,))):
+        model = build("lenet_bn", 28, scratch=scratch).eval()
+        layers = [*model.features, *model.classifier]
+        assert shapes(layers, torch.zeros(1, 1, 28, 28)) == [
+            (6, 28, 28), (6, 28, 28), (6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 10, 10), (16, 10, 10),
+            (16, 5, 5), (400,), (120,), (120,), (120,), (84,), (84,), (84,), (10,),
+        ]  # fmt: skip
+        assert (
+            sum(isinstance(m, norm) for m in layers) == 4
+            and sum(isinstance(m, nn.Sigmoid) for m in layers) == 4
+        )
+
+
+def test_densenet_blocks_and_stages_match_the_book():
+    # The book's DenseBlock(2, 10) on 3 channels gives 3 + 2 × 10 = 23; transition_block(10) halves 8×8.
+    assert DenseBlock(3, 2, 10)(torch.zeros(4, 3, 8, 8)).shape == (4, 23, 8, 8)
+    assert transition_block(23, 10)(torch.zeros(4, 23, 8, 8)).shape == (4, 10, 4, 4)
+    model = build("densenet", 96, device="meta").eval()
+    assert shapes(list(model), torch.empty(1, 1, 96, 96, device="meta")) == [
+        (64, 24, 24), (192, 24, 24), (96, 12, 12), (224, 12, 12), (112, 6, 6), (240, 6, 6),
+        (120, 3, 3), (248, 3, 3), (10,),
+    ]  # fmt: skip
+
+
+def test_regnetx32_stage_shapes_match_the_book():
+    model = build("regnetx32", 96, device="meta").eval()
+    assert shapes(list(model), torch.empty(1, 1, 96, 96, device="meta")) == [
+        (32, 48, 48), (32, 24, 24), (80, 12, 12), (10,),
+    ]  # fmt: skip
+    assert [len(model.stage1), len(model.stage2)] == [4, 6]
+    # group width 16: the 32-wide stage's 3×3 convolutions have 2 groups, the 80-wide one's 5
+    assert {
+        m.groups for m in model.stage1.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    } == {2}
+    assert {
+        m.groups for m in model.stage2.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    } == {5}
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (8, 3, 6, 7)])
+def test_scratch_batch_norm_matches_torch_in_training_and_eval_with_running_stats(shape):
+    torch.manual_seed(0)
+    reference = (nn.BatchNorm1d if len(shape) == 2 else nn.BatchNorm2d)(shape[1])
+    ours = BatchNorm(shape[1], num_dims=len(shape))
+    with torch.no_grad():  # the same learned scale and shift, not the defaults
+        reference.weight.uniform_(0.5, 1.5), reference.bias.uniform_(-0.5, 0.5)
+        (
+            ours.gamma.copy_(reference.weight.view_as(ours.gamma)),
+            ours.beta.copy_(reference.bias.view_as(ours.beta)),
+        )
+    for _ in range(3):  # training steps move the running statistics
+        x = torch.randn(shape) * 3 + 1
+        torch.testing.assert_close(ours(x), reference(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ours.moving_mean.flatten(), reference.running_mean, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ours.moving_var.flatten(), reference.running_var, atol=1e-6, rtol=1e-6)
+    x = torch.randn(shape)
+    torch.testing.assert_close(ours.eval()(x), reference.eval()(x), atol=1e-6, rtol=1e-6)
+    x = torch.randn(shape, requires_grad=True)  # and the gradients through it in training
+    ours.train(), reference.train()
+    (grad_ours,) = torch.autograd.grad(ours(x).square().sum(), x)
+    (grad_reference,) = torch.autograd.grad(reference(x).square().sum(), x)
+    torch.testing.assert_close(grad_ours, grad_reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=regnetx32", "model.group_width=12"], "is not a multiple of group_width=12"),
+        (["model=regnetx32", "model.depths=[4]"], "regnetx32 needs depths and widths of equal length"),
+        (["model=densenet", "model.arch=[]", "resize=96"], "densenet needs arch = a non-empty list"),
+        (["model=alexnet"], "model alexnet cannot take 28×28 inputs: the smallest size it accepts is 65×65"),
+    ],
+)
+def test_invalid_zoo_options_are_one_line_errors(capsys, overrides, message):
+    assert main(["summary", *overrides]) == 2
+    assert message in one_error_line(capsys.readouterr().err)
