@@ -10,6 +10,20 @@ from cnnlab.models.init import init_weights
 from cnnlab.models.registry import register_model
 
 
+def dense_head(in_features: int, num_classes: int) -> nn.Sequential:
+    """AlexNet's classifier, which VGG keeps: Linear(4096) → ReLU → Dropout(0.5), twice, then
+    Linear(num_classes)."""
+    return nn.Sequential(
+        nn.Linear(in_features, 4096),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(4096, 4096),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(4096, num_classes),
+    )
+
+
 class AlexNet(nn.Module):
     """Five convolutions (11×11/4, 5×5, three 3×3) with three 3×3/2 max-pools, then the 4096-4096
     dense head with dropout 0.5; the flatten width follows from `input_size` (6400 at 224×224)."""
@@ -34,15 +48,7 @@ class AlexNet(nn.Module):
         )
         with torch.device("meta"):
             flat = self.features(torch.empty(1, in_channels, *input_size)).shape[1]
-        self.classifier = nn.Sequential(
-            nn.Linear(flat, 4096),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(4096, 4096),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier = dense_head(flat, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

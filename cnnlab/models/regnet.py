@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from cnnlab.models.registry import register_model
-from cnnlab.models.resnet import ResNeXtBlock, init_residual_net
+from cnnlab.models.resnet import ResNeXtBlock, init_residual_net, pooled_head
 
 
 class AnyNet(nn.Sequential):
@@ -48,11 +48,7 @@ class AnyNet(nn.Sequential):
                 blocks.append(ResNeXtBlock(channels, out_channels, stride, groups=groups, bot_mul=bot_mul))
                 channels = out_channels
             layers[f"stage{index}"] = nn.Sequential(*blocks)
-        layers["head"] = nn.Sequential(
-            OrderedDict(
-                pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(channels, num_classes)
-            )
-        )
+        layers["head"] = pooled_head(channels, num_classes)
         super().__init__(layers)
 
 

@@ -99,6 +99,13 @@ class ResNeXtBlock(nn.Module):
         return F.relu(y + (x if self.shortcut is None else self.shortcut(x)))
 
 
+def pooled_head(channels: int, num_classes: int) -> nn.Sequential:
+    """Global average pool → Flatten → Linear: a head for any input size."""
+    return nn.Sequential(
+        OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(channels, num_classes))
+    )
+
+
 class ResNet(nn.Sequential):
     """`stem` (7×7/2 conv, BN, ReLU, 3×3/2 max-pool), one `stage<i>` per (blocks, channels) of `stages`,
     `head` (global average pool, Flatten, Linear) — the book's b1, b2…b5 and last.
@@ -125,11 +132,7 @@ class ResNet(nn.Sequential):
                 blocks.append(block(channels, out_channels, stride))
                 channels = out_channels
             layers[f"stage{index}"] = nn.Sequential(*blocks)
-        layers["head"] = nn.Sequential(
-            OrderedDict(
-                pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(channels, num_classes)
-            )
-        )
+        layers["head"] = pooled_head(channels, num_classes)
         super().__init__(layers)
 
 

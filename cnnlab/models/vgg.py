@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from cnnlab.models.alexnet import dense_head
 from cnnlab.models.init import init_weights
 from cnnlab.models.registry import register_model
 
@@ -45,15 +46,7 @@ class VGG(nn.Module):
         self.features = nn.Sequential(blocks)
         with torch.device("meta"):
             flat = self.features(torch.empty(1, in_channels, *input_size)).shape[1]
-        self.classifier = nn.Sequential(
-            nn.Linear(flat, 4096),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(4096, 4096),
-            nn.ReLU(),
-            nn.Dropout(0.5),
-            nn.Linear(4096, num_classes),
-        )
+        self.classifier = dense_head(flat, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
