@@ -11,7 +11,7 @@ from cnnlab.runs.report import HINT, collect, publish
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{message}; usage: cnnlab report <directory> ({HINT})")
+        raise ConfigError(f"{message}; usage: cnnlab report <directory> [--by KEY,…] ({HINT})")
 
 
 def main(argv: list[str]) -> int:
@@ -22,6 +22,12 @@ def main(argv: list[str]) -> int:
         "best validation accuracy first; also written as report.csv and report.md in the directory.",
     )
     parser.add_argument("directory", type=Path, help=f"the runs to compare: {HINT}")
+    parser.add_argument(
+        "--by",
+        metavar="KEY[,KEY…]",
+        help="group the runs by these settings (mean ± std and n per group); default: runs that differ "
+        "only in trainer.seed form a group",
+    )
     try:
         args = parser.parse_args(argv)
         root = args.directory.expanduser()
@@ -30,7 +36,7 @@ def main(argv: list[str]) -> int:
         runs = collect(root)
         if not runs:
             raise ConfigError(f"no cnnlab runs (metrics.json) under {root}; {HINT}")
-        publish(runs, root)
+        publish(runs, root, args.by.split(",") if args.by else None)
     except CnnlabError as error:
         print_error("cnnlab report", str(error))
         return 2

@@ -6,7 +6,9 @@ running, or killed). Its settings come from Hydra's .hydra/ files (the overrides
 groups chosen) and the resolved config.yaml; the table's setting columns are the overridden keys
 whose values differ between the runs. The rows go best validation accuracy first (the test accuracy
 is shown beside it, never ranked on); report.csv (every field) and report.md (the table) are written
-into the directory. Every multirun prints the same
+into the directory. Runs that differ only in trainer.seed (or, with `by`, share the values of the
+keys it names) are also grouped: a second table of each group's mean ± std and n, best mean first,
+and report-groups.csv. Every multirun prints the same
 report at its end (cnnlab.app.sweep_callback); `cnnlab report` prints it on demand.
 """
 
@@ -40,6 +42,7 @@ STATUS_STYLES = {
     "pending": "dim",
 }
 NUMERIC_COLUMNS = {"best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s"}
+_ABSENT = object()  # OmegaConf.select's answer for a key the config does not have
 HINT = "give a sweep directory (outputs/train-sweeps/<date>/<time>) or outputs/ for every run"
 
 
@@ -62,6 +65,12 @@ class Run:
             return self.overrides.get(key, "")
         value = setting(key, self.config, self.choices)
         return "null" if value is None else str(value)
+
+    def has(self, key: str) -> bool:
+        """Whether this run has a setting `key` (a config group, an override or a config key)."""
+        if key in self.choices or key in self.overrides:
+            return True
+        return self.config is not None and OmegaConf.select(self.config, key, default=_ABSENT) is not _ABSENT
 
     @property
     def best_val_acc(self) -> float | None:
@@ -100,8 +109,62 @@ def varied_keys(runs: list[Run]) -> list[str]:
     return [key for key in keys if len({run.setting(key) for run in runs}) > 1]
 
 
-def publish(runs: list[Run], root: Path) -> None:
-    """Print the runs' table and write report.csv and report.md into `root`."""
+SEED = "trainer.seed"
+# What a group's statistics are taken of: (column, CSV field, the run's value or None).
+_GROUPED = (
+    ("best val acc", "best_val_acc", lambda run: run.best_val_acc),
+    ("test acc", "test_acc", lambda run: run.test.get("test/acc")),
+    ("final train loss", "final_train_loss", lambda run: run.metrics.get("final", {}).get("train/loss")),
+)
+
+
+@dataclass
+class Group:
+    """Runs with the same values of the grouping keys: their results' mean, std and count."""
+
+    values: tuple[str, ...]  # the grouping keys' values
+    runs: list[Run]
+
+    def stats(self, value_of) -> tuple[float, float, int] | None:
+        """(mean, sample standard deviation, n) of `value_of(run)` over the runs that have it."""
+        values = [v for v in map(value_of, self.runs) if v is not None]
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+        return mean, var**0.5, len(values)
+
+
+def group_runs(runs: list[Run], by: list[str]) -> list[Group]:
+    """The runs grouped by their values of the keys `by`, best mean validation accuracy first."""
+    found: dict[tuple[str, ...], Group] = {}
+    for run in runs:
+        values = tuple(run.setting(key) for key in by)
+        found.setdefault(values, Group(values, [])).runs.append(run)
+    best = _GROUPED[0][2]
+    return sorted(found.values(), key=lambda group: -((group.stats(best) or (-1.0,))[0]))
+
+
+def grouping_keys(runs: list[Run], by: list[str] | None) -> list[str] | None:
+    """The keys to group by: `by`, or every varied key but the seed when the seed varies (None: no
+    grouping). A key of `by` that no run sets is a ConfigError listing the keys that vary."""
+    keys = varied_keys(runs)
+    if by is None:
+        return [key for key in keys if key != SEED] if SEED in keys else None
+    unknown_keys = [key for key in by if not any(run.has(key) for run in runs)]
+    if unknown_keys:
+        raise ConfigError(
+            f"--by {','.join(unknown_keys)}: no run has this setting; the settings that vary are: "
+            f"{', '.join(keys) or 'none'} (e.g. --by {keys[0] if keys else 'optimizer.lr'})"
+        )
+    return by
+
+
+def publish(runs: list[Run], root: Path, by: list[str] | None = None) -> None:
+    """Print the runs' table and write report.csv and report.md into `root`; where runs repeat a
+    config over seeds (or `by` names the grouping keys), also the groups' table of mean ± std, and
+    report-groups.csv."""
+    grouping = grouping_keys(runs, by)
     keys = varied_keys(runs)
     results = ["best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s", "status"]
     headers = ["run", *keys, *results]
@@ -115,7 +178,44 @@ def publish(runs: list[Run], root: Path) -> None:
     _print_whole(table)
     (root / "report.md").write_text(_markdown(headers, rows))
     (root / "report.csv").write_text(_csv(runs, keys, root))
-    console.print(f"report: {root / 'report.md'}, {root / 'report.csv'}")
+    written = [root / "report.md", root / "report.csv"]
+    if grouping is not None:
+        groups = group_runs(runs, grouping)
+        _print_whole(_groups_table(groups, grouping))
+        (root / "report-groups.csv").write_text(_groups_csv(groups, grouping, root))
+        written.append(root / "report-groups.csv")
+    console.print(f"report: {', '.join(map(str, written))}")
+
+
+def _groups_table(groups: list[Group], keys: list[str]) -> Table:
+    """One row per group: its keys' values, n, and mean ± std of each result."""
+    title = f"grouped by {', '.join(keys) or 'nothing'}: mean ± std over the runs (n)"
+    table = Table(title=title, title_justify="left")
+    for header in [*keys, "n", *(column for column, _, _ in _GROUPED)]:
+        table.add_column(header, justify="left" if header in keys else "right")
+    for group in groups:
+        cells = []
+        for _, _, value_of in _GROUPED:
+            stats = group.stats(value_of)
+            cells.append("" if stats is None else f"{stats[0]:.4f} ± {stats[1]:.4f}")
+        counted = (group.stats(_GROUPED[0][2]) or (0, 0, 0))[2]  # runs with a best epoch
+        n = str(counted) if counted == len(group.runs) else f"{counted} of {len(group.runs)}"
+        table.add_row(*group.values, n, *cells)
+    return table
+
+
+def _groups_csv(groups: list[Group], keys: list[str], root: Path) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    stats_fields = [f"{field}_{part}" for _, field, _ in _GROUPED for part in ("mean", "std", "n")]
+    writer.writerow([*keys, "runs", *stats_fields, "run_dirs"])
+    for group in groups:
+        values = []
+        for _, _, value_of in _GROUPED:
+            values += list(group.stats(value_of) or (None, None, 0))
+        dirs = " ".join(str(run.directory.relative_to(root)) for run in group.runs)
+        writer.writerow([*group.values, len(group.runs), *values, dirs])
+    return out.getvalue()
 
 
 def _print_whole(table: Table) -> None:

@@ -146,3 +146,45 @@ def test_a_job_that_never_wrote_metrics_is_reported_from_its_record(sweep, tmp_p
     assert sorted(row[-1] for row in rows.values()) == sorted(
         ["failed", "finished", "finished", "finished", "finished", shown]
     )
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory):
+    """2 learning rates × 2 seeds, 1 epoch: two configs, each repeated over two seeds."""
+    root = tmp_path_factory.mktemp("seeds")
+    result = run_cli("train", "-m", "optimizer.lr=0.1,0.03", "trainer.seed=0,1", "trainer.epochs=1", cwd=root)
+    assert result.returncode == 0, result.stderr
+    (sweep_dir,) = (root / "outputs" / "train-sweeps").glob("*/*")
+    return sweep_dir, result
+
+
+def test_runs_that_differ_only_in_the_seed_are_grouped_into_mean_std_and_n(seed_sweep):
+    sweep_dir, result = seed_sweep
+    runs = read_csv(sweep_dir / "report.csv")
+    groups = read_csv(sweep_dir / "report-groups.csv")
+    assert [group["optimizer.lr"] for group in groups] and len(groups) == 2
+    for group in groups:
+        accs = [float(run["best_val_acc"]) for run in runs if run["optimizer.lr"] == group["optimizer.lr"]]
+        assert group["runs"] == "2" and group["best_val_acc_n"] == "2"
+        mean = sum(accs) / 2
+        assert float(group["best_val_acc_mean"]) == pytest.approx(mean)
+        assert float(group["best_val_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+    means = [float(group["best_val_acc_mean"]) for group in groups]
+    assert means == sorted(means, reverse=True)  # best mean first
+    # The multirun printed the same groups: one row each, its mean ± std shown to four places.
+    printed = result.stdout[result.stdout.index("grouped by optimizer.lr") :]
+    for group in groups:
+        mean, std = float(group["best_val_acc_mean"]), float(group["best_val_acc_std"])
+        assert f"{mean:.4f} ± {std:.4f}" in printed
+
+
+def test_report_by_chooses_the_grouping_and_an_unknown_key_is_one_line(seed_sweep, capsys):
+    sweep_dir, _ = seed_sweep
+    assert main(["report", str(sweep_dir), "--by", "trainer.seed"]) == 0
+    groups = read_csv(sweep_dir / "report-groups.csv")
+    assert sorted(group["trainer.seed"] for group in groups) == ["0", "1"]
+    assert "grouped by trainer.seed" in capsys.readouterr().out
+    assert main(["report", str(sweep_dir), "--by", "model.nope"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("cnnlab report: error: --by model.nope: no run has this setting")
+    assert "optimizer.lr, trainer.seed" in line
