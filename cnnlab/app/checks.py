@@ -131,7 +131,15 @@ def class_count(cfg: DictConfig) -> None:
     if value(cfg, "dataset.name") == "imagefolder" and value(cfg, "dataset.num_classes") is None:
         from cnnlab.data.sources import folder_classes
 
-        cfg.dataset.num_classes = len(folder_classes(str(value(cfg, "dataset.loader.root"))))
+        root = str(value(cfg, "dataset.loader.root"))
+        classes = folder_classes(root)
+        if len(classes) < 2:  # found: {root}/train/{classes}
+            found = f"only {classes[0]}/" if classes else "no class folders"
+            raise ConfigError(
+                f"dataset.loader.root={root} has {found} under train/: a classifier needs at least two; "
+                f"give train/ one folder of images per class, e.g. train/cats/ and train/dogs/"
+            )
+        cfg.dataset.num_classes = len(classes)
 
 
 def check_model(cfg: DictConfig) -> tuple[int, int]:

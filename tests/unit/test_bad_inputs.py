@@ -9,6 +9,7 @@ from helpers import one_error_line
 
 from cnnlab.cli import main
 
+ONE_CLASS = "one_class"  # a folder with train/a/ only, made by the test in its directory
 BAD = [
     (["train", "trainer.eval_batch_size=0"], "trainer.eval_batch_size must be an integer ≥ 1, got 0"),
     (["train", "trainer.seed=-1"], "trainer.seed must be an integer ≥ 0, got -1"),
@@ -188,6 +189,10 @@ BAD = [
         "dataset.loader.workers must be an integer ≥ 0, got -1",
     ),
     (["summary", "summary.format=csv"], "summary.format='csv' is not one of: table, json"),
+    (
+        ["train", "dataset=imagefolder", f"dataset.loader.root={ONE_CLASS}"],
+        "has only a/ under train/: a classifier needs at least two",
+    ),
     (["examples", "a", "b"], "unrecognized arguments: b; usage: cnnlab examples [directory]"),
     (["examples", "/dev/null/x"], "/dev/null/x"),
 ]
@@ -206,6 +211,7 @@ def test_a_bad_input_is_one_line_naming_it_with_a_fix_and_exit_2(
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
     monkeypatch.chdir(tmp_path)
+    (tmp_path / ONE_CLASS / "train" / "a").mkdir(parents=True)
     assert main(args) == 2
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"cnnlab {args[0]}: error: ")
