@@ -8,8 +8,9 @@ whose values differ between the runs. The rows go best validation accuracy first
 is shown beside it, never ranked on); report.csv (every field) and report.md (the table) are written
 into the directory. Runs that differ only in trainer.seed (or, with `by`, share the values of the
 keys it names) are also grouped: a second table of each group's mean ± std and n, best mean first,
-and report-groups.csv. Every multirun prints the same
-report at its end (cnnlab.app.sweep_callback); `cnnlab report` prints it on demand.
+report-groups.csv, and report-curves.png (each group's validation accuracy per epoch). Every
+multirun prints the same report at its end (cnnlab.app.sweep_callback); `cnnlab report` prints it
+on demand.
 """
 
 import csv
@@ -28,6 +29,7 @@ from rich.text import Text
 
 from cnnlab.console import console
 from cnnlab.errors import ConfigError
+from cnnlab.runs.curves import curves_png
 from cnnlab.runs.hparams import override_values, setting
 from cnnlab.runs.jobs import JOBS_DIR, JobRecord, read_jobs
 from cnnlab.runs.layout import CONFIG, HYDRA, METRICS, RunDir
@@ -110,6 +112,7 @@ def varied_keys(runs: list[Run]) -> list[str]:
 
 
 SEED = "trainer.seed"
+CURVES = "report-curves.png"
 # What a group's statistics are taken of: (column, CSV field, the run's value or None).
 _GROUPED = (
     ("best val acc", "best_val_acc", lambda run: run.best_val_acc),
@@ -184,7 +187,23 @@ def publish(runs: list[Run], root: Path, by: list[str] | None = None) -> None:
         _print_whole(_groups_table(groups, grouping))
         (root / "report-groups.csv").write_text(_groups_csv(groups, grouping, root))
         written.append(root / "report-groups.csv")
+        curves = [(_group_label(group, grouping), _val_acc_curves(group)) for group in groups]
+        curves = [(label, runs) for label, runs in curves if runs]
+        if curves:
+            curves_png(curves, "val acc (mean line, min-max band over the group's runs)", root / CURVES)
+            written.append(root / CURVES)
     console.print(f"report: {', '.join(map(str, written))}")
+
+
+def _group_label(group: Group, keys: list[str]) -> str:
+    settings = ", ".join(f"{key}={value}" for key, value in zip(keys, group.values, strict=True))
+    return f"{settings or 'all runs'} (n={len(group.runs)})"
+
+
+def _val_acc_curves(group: Group) -> list[list[float]]:
+    """Each run's validation accuracy per epoch, from its metrics.json history (runs without one left out)."""
+    curves = [[epoch["val/acc"] for epoch in run.metrics.get("history", [])] for run in group.runs]
+    return [curve for curve in curves if curve]
 
 
 def _groups_table(groups: list[Group], keys: list[str]) -> Table:

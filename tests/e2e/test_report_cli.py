@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 from helpers import job_records, metrics, run_cli
+from PIL import Image
 
 from cnnlab.cli import main
+from cnnlab.runs.curves import PALETTE
 
 LEARNING_RATES = ("0.1", "0.03", "1000000.0")
 MODELS = ("lenet", "lenet_modern")
@@ -171,6 +173,12 @@ def test_runs_that_differ_only_in_the_seed_are_grouped_into_mean_std_and_n(seed_
         assert float(group["best_val_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
     means = [float(group["best_val_acc_mean"]) for group in groups]
     assert means == sorted(means, reverse=True)  # best mean first
+    # The figure: each group's mean line in its own colour.
+    picture = Image.open(sweep_dir / "report-curves.png").convert("RGB")
+    colours = set(
+        picture.get_flattened_data() if hasattr(picture, "get_flattened_data") else picture.getdata()
+    )
+    assert picture.size == (720, 440) and set(PALETTE[:2]) <= colours
     # The multirun printed the same groups: one row each, its mean ± std shown to four places.
     printed = result.stdout[result.stdout.index("grouped by optimizer.lr") :]
     for group in groups:

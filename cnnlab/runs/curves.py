@@ -1,0 +1,61 @@
+"""The report's figure of grouped runs: each group's validation accuracy per epoch, its mean as a line
+and its runs' minimum to maximum as a band, drawn with PIL (no plotting library)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+# Distinguishable line colours (Tableau 10's first six), one per group in the legend's order.
+PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75))
+WIDTH, HEIGHT, MARGIN = 720, 440, 56
+
+
+def curves_png(curves: Sequence[tuple[str, list[list[float]]]], metric: str, path: Path) -> None:
+    """Write `path`: for each (label, runs' per-epoch values) a mean line and a min–max band over the
+    runs, epochs on x and `metric` on y; runs shorter than the longest count where they have values."""
+    image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    draw = ImageDraw.Draw(image, "RGBA")
+    font = ImageFont.load_default(size=13)
+    epochs = max(len(run) for _, runs in curves for run in runs)
+    values = [v for _, runs in curves for run in runs for v in run]
+    low, high = min(values), max(values)
+    low, high = (low - 0.05, high + 0.05) if high - low < 1e-9 else (low, high)
+    left, top, right, bottom = MARGIN, MARGIN // 2, WIDTH - MARGIN // 2, HEIGHT - MARGIN
+
+    def point(epoch: int, value: float) -> tuple[float, float]:
+        x = left + (right - left) * (epoch / max(epochs - 1, 1))
+        return x, bottom - (bottom - top) * (value - low) / (high - low)
+
+    draw.rectangle((left, top, right, bottom), outline="black")
+    for tick in range(epochs):
+        x, _ = point(tick, low)
+        draw.text((x, bottom + 4), str(tick + 1), fill="black", font=font, anchor="mt")
+    for fraction in (0.0, 0.5, 1.0):
+        value = low + fraction * (high - low)
+        _, y = point(0, value)
+        draw.text((left - 6, y), f"{value:.3f}", fill="black", font=font, anchor="rm")
+    draw.text(((left + right) / 2, HEIGHT - 8), "epoch", fill="black", font=font, anchor="mb")
+    draw.text((left, 4), metric, fill="black", font=font)
+    for index, (label, runs) in enumerate(curves):
+        colour = PALETTE[index % len(PALETTE)]
+        per_epoch = [[run[e] for run in runs if e < len(run)] for e in range(epochs)]
+        per_epoch = [column for column in per_epoch if column]
+        band = [point(e, max(c)) for e, c in enumerate(per_epoch)]
+        band += [point(e, min(c)) for e, c in reversed(list(enumerate(per_epoch)))]
+        if len(band) > 2:
+            draw.polygon(band, fill=(*colour, 50))
+        mean = [point(e, sum(c) / len(c)) for e, c in enumerate(per_epoch)]
+        if len(mean) > 1:
+            draw.line(mean, fill=colour, width=3)
+        else:  # one epoch: a dot
+            draw.ellipse(_dot(mean[0]), fill=colour)
+        # The legend in the bottom-right corner, which rising accuracy curves leave empty.
+        row = len(curves) - index
+        draw.text((right - 8, bottom - 8 - 18 * (row - 1)), label, fill=colour, font=font, anchor="rd")
+    image.save(path)
+
+
+def _dot(center: tuple[float, float]) -> tuple[float, float, float, float]:
+    x, y = center
+    return x - 3, y - 3, x + 3, y + 3
