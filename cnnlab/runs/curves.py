@@ -1,6 +1,8 @@
 """The report's figure of grouped runs: each group's validation accuracy per epoch, its mean as a line
-and its runs' minimum to maximum as a band, drawn with PIL (no plotting library)."""
+and its runs' minimum to maximum as a band, drawn with PIL (no plotting library), as a PNG and as an
+image in TensorBoard."""
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,3 +61,20 @@ def curves_png(curves: Sequence[tuple[str, list[list[float]]]], metric: str, pat
 def _dot(center: tuple[float, float]) -> tuple[float, float, float, float]:
     x, y = center
     return x - 3, y - 3, x + 3, y + 3
+
+
+def add_to_tensorboard(png: Path, logdir: Path, tag: str, step: int) -> None:
+    """The PNG `png` as image `tag` in a new event file of `logdir` (a sweep directory: TensorBoard shows
+    it as that directory's own run, beside its jobs'). Written with tensorboard's own event writer:
+    `cnnlab report` needs no torch."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    with Image.open(png) as image:
+        width, height = image.size
+    picture = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png.read_bytes())
+    summary = Summary(value=[Summary.Value(tag=tag, image=picture)])
+    writer = EventFileWriter(str(logdir))
+    writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+    writer.close()

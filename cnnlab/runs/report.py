@@ -8,7 +8,8 @@ whose values differ between the runs. The rows go best validation accuracy first
 is shown beside it, never ranked on); report.csv (every field) and report.md (the table) are written
 into the directory. Runs that differ only in trainer.seed (or, with `by`, share the values of the
 keys it names) are also grouped: a second table of each group's mean ± std and n, best mean first,
-report-groups.csv, and report-curves.png (each group's validation accuracy per epoch). Every
+report-groups.csv, and report-curves.png (each group's validation accuracy per epoch, also an image in
+the directory's TensorBoard). Every
 multirun prints the same report at its end (cnnlab.app.sweep_callback); `cnnlab report` prints it
 on demand.
 """
@@ -29,7 +30,7 @@ from rich.text import Text
 
 from cnnlab.console import console
 from cnnlab.errors import ConfigError
-from cnnlab.runs.curves import curves_png
+from cnnlab.runs.curves import add_to_tensorboard, curves_png
 from cnnlab.runs.hparams import override_values, setting
 from cnnlab.runs.jobs import JOBS_DIR, JobRecord, read_jobs
 from cnnlab.runs.layout import CONFIG, HYDRA, METRICS, RunDir
@@ -191,6 +192,7 @@ def publish(runs: list[Run], root: Path, by: list[str] | None = None) -> None:
         curves = [(label, runs) for label, runs in curves if runs]
         if curves:
             curves_png(curves, "val acc (mean line, min-max band over the group's runs)", root / CURVES)
+            add_to_tensorboard(root / CURVES, root, "report/val_acc_by_group", step=len(runs))
             written.append(root / CURVES)
     console.print(f"report: {', '.join(map(str, written))}")
 

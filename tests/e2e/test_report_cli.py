@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import job_records, metrics, run_cli
 from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cnnlab.cli import main
 from cnnlab.runs.curves import PALETTE
@@ -179,6 +180,11 @@ def test_runs_that_differ_only_in_the_seed_are_grouped_into_mean_std_and_n(seed_
         picture.get_flattened_data() if hasattr(picture, "get_flattened_data") else picture.getdata()
     )
     assert picture.size == (720, 440) and set(PALETTE[:2]) <= colours
+    # ...and the same figure in the sweep's TensorBoard, as the sweep directory's own run.
+    events = EventAccumulator(str(sweep_dir), size_guidance={"images": 0})
+    events.Reload()
+    (image,) = events.Images("report/val_acc_by_group")
+    assert (image.width, image.height, image.step) == (720, 440, 4)
     # The multirun printed the same groups: one row each, its mean ± std shown to four places.
     printed = result.stdout[result.stdout.index("grouped by optimizer.lr") :]
     for group in groups:
