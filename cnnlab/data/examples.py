@@ -5,19 +5,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cnnlab.data.sources import bundled_digits
+
 PHOTO_CLASSES = ("circles", "squares")
 
 
 def write_digit_files(folder: Path, count: int = 6) -> list[Path]:
-    """The last `count` of scikit-learn's 8×8 digits as grayscale PNGs named `digit_<i>_label<y>.png`."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    """The last `count` of the bundled 8×8 digits as grayscale PNGs named `digit_<i>_label<y>.png`."""
+    images, labels = bundled_digits()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, index in enumerate(range(len(bunch.target) - count, len(bunch.target))):
-        pixels = np.round(bunch.images[index] * (255 / 16)).astype(np.uint8)
-        path = folder / f"digit_{i}_label{bunch.target[index]}.png"
+    for i, (pixels, label) in enumerate(zip(images[-count:], labels[-count:], strict=True)):
+        path = folder / f"digit_{i}_label{label}.png"
         Image.fromarray(pixels).save(path)
         paths.append(path)
     return paths

@@ -122,18 +122,25 @@ class Dataset:
         )
 
 
-def load_digits(test_fraction: float, split_seed: int) -> Dataset:
-    """scikit-learn's bundled 8×8 digits (values 0..16, scaled to 0..255), stratified split."""
+def bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 digits as uint8 images (N, 8, 8) scaled from 0..16 to 0..255, and
+    their labels."""
     from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
 
     bunch = sklearn_digits()
-    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    return np.round(bunch.images * (255 / 16)).astype(np.uint8), bunch.target
+
+
+def load_digits(test_fraction: float, split_seed: int) -> Dataset:
+    """The bundled digits (`bundled_digits`), stratified split."""
+    from sklearn.model_selection import train_test_split
+
+    images, labels = bundled_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        images,
-        bunch.target,
+        images[:, None],  # (N, 1, 8, 8)
+        labels,
         test_size=test_fraction,
-        stratify=bunch.target,
+        stratify=labels,
         random_state=split_seed,
     )
 

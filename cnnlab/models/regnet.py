@@ -41,10 +41,10 @@ class AnyNet(nn.Sequential):
                     f"{bot_mul}) is not a multiple of group_width={group_width}; choose a group_width "
                     f"dividing every stage's bottleneck, e.g. model.group_width=16 with widths [32, 80]"
                 )
+            groups = bottleneck // group_width
             blocks = []
             for position in range(depth):
                 stride = 2 if position == 0 else 1
-                groups = bottleneck // group_width
                 blocks.append(ResNeXtBlock(channels, out_channels, stride, groups=groups, bot_mul=bot_mul))
                 channels = out_channels
             layers[f"stage{index}"] = nn.Sequential(*blocks)

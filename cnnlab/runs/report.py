@@ -8,15 +8,15 @@ whose values differ between the runs. The rows go best validation accuracy first
 is shown beside it, never ranked on); report.csv (every field) and report.md (the table) are written
 into the directory. Runs that differ only in trainer.seed (or, with `by`, share the values of the
 keys it names) are also grouped: a second table of each group's mean ± std and n, best mean first,
-report-groups.csv, and report-curves.png (each group's validation accuracy per epoch, also an image in
-the directory's TensorBoard). Every
-multirun prints the same report at its end (cnnlab.app.sweep_callback); `cnnlab report` prints it
-on demand.
+report-groups.csv, and report-curves.png (each group's validation accuracy per epoch, also an image
+in the directory's TensorBoard). Every multirun prints the same report at its end
+(cnnlab.app.sweep_callback); `cnnlab report` prints it on demand.
 """
 
 import csv
 import io
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,9 +134,7 @@ class Group:
         values = [v for v in map(value_of, self.runs) if v is not None]
         if not values:
             return None
-        mean = sum(values) / len(values)
-        var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-        return mean, var**0.5, len(values)
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
 def group_runs(runs: list[Run], by: list[str]) -> list[Group]:
@@ -149,10 +147,9 @@ def group_runs(runs: list[Run], by: list[str]) -> list[Group]:
     return sorted(found.values(), key=lambda group: -((group.stats(best) or (-1.0,))[0]))
 
 
-def grouping_keys(runs: list[Run], by: list[str] | None) -> list[str] | None:
-    """The keys to group by: `by`, or every varied key but the seed when the seed varies (None: no
-    grouping). A key of `by` that no run sets is a ConfigError listing the keys that vary."""
-    keys = varied_keys(runs)
+def grouping_keys(runs: list[Run], keys: list[str], by: list[str] | None) -> list[str] | None:
+    """The keys to group by: `by`, or every varied key (`keys`) but the seed when the seed varies
+    (None: no grouping). A key of `by` that no run sets is a ConfigError listing the varied keys."""
     if by is None:
         return [key for key in keys if key != SEED] if SEED in keys else None
     unknown_keys = [key for key in by if not any(run.has(key) for run in runs)]
@@ -168,8 +165,8 @@ def publish(runs: list[Run], root: Path, by: list[str] | None = None) -> None:
     """Print the runs' table and write report.csv and report.md into `root`; where runs repeat a
     config over seeds (or `by` names the grouping keys), also the groups' table of mean ± std, and
     report-groups.csv."""
-    grouping = grouping_keys(runs, by)
     keys = varied_keys(runs)
+    grouping = grouping_keys(runs, keys, by)
     results = ["best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s", "status"]
     headers = ["run", *keys, *results]
     rows = [[_label(run, root), *(run.setting(key) for key in keys), *_results(run)] for run in runs]
