@@ -25,6 +25,7 @@ from cnnlab.runs.hparams import hparam_metrics, job_hparams
 from cnnlab.runs.jobs import update_resumed_job
 from cnnlab.runs.layout import RunDir
 from cnnlab.runs.lock import RunLock, refuse_if_locked
+from cnnlab.runs.report import book_result
 from cnnlab.runs.resume import check_work_left, find_run_to_resume, reconcile, resume_overrides
 from cnnlab.training import distributed
 from cnnlab.training.build import build_training, load_data
@@ -105,9 +106,24 @@ def check(cfg: DictConfig) -> DictConfig:
     checks.number(cfg, "dataset.val_fraction", maximum=0.9, example=0.1)
     checks.integer(cfg, "dataset.split_seed", 0, example=0)
     checks.dataset_loader(cfg)
+    _check_book(cfg)
     checks.check_model(cfg)
     checks.check_augment(cfg)
     return cfg
+
+
+def _check_book(cfg: DictConfig) -> None:
+    """`book` is null or {test_acc: a figure in [0, 1] or null, section: text}."""
+    book = checks.value(cfg, "book")
+    if book is None:
+        return
+    if not isinstance(book, dict) or set(book) != {"test_acc", "section"}:
+        raise ConfigError(
+            "book must be null or {test_acc: <a figure or null>, section: <d2l.ai section>}, "
+            f"got {book!r}; e.g. 'book={{test_acc: 0.78, section: \"7.6\"}}', or book=null"
+        )
+    if book["test_acc"] is not None:
+        checks.number(cfg, "book.test_acc", maximum=1.0, example=0.78)
 
 
 def run(cfg: DictConfig) -> float:
@@ -125,6 +141,7 @@ def run(cfg: DictConfig) -> float:
     ranks = distributed.from_environment(device.type)
     with _owning(run_dir, ranks, resuming=payload is not None):
         record = _Record(run_dir, cfg.trainer.epochs, ranks, resumed=payload is not None)
+        record.book = checks.value(cfg, "book")
         # No step to finish while setting up or testing: Ctrl-C or SIGTERM stop at once, as an orderly
         # stop; `fit` defers them to the end of the step in progress.
         with StopSignals(enabled=not ranks.enabled, defer=False), record:
@@ -150,7 +167,7 @@ def run(cfg: DictConfig) -> float:
             record.logger.hparams(job_hparams(cfg), results, record.state.epoch)
             record.status = "finished"
     if ranks.is_main:
-        _print_result(run_dir, record.state, training.settings, record.test)
+        _print_result(run_dir, record.state, training.settings, record.test, record.book)
     return record.state.best_val_acc
 
 
@@ -216,6 +233,7 @@ class _Record:
     def __init__(self, run_dir: Path, epochs: int, ranks: distributed.Distributed, resumed: bool) -> None:
         self.run_dir, self.epochs, self.ranks, self.resumed = run_dir, epochs, ranks, resumed
         self.status, self.error, self.test, self.state = "failed", None, None, RunState()
+        self.book: dict | None = None  # the book's result for a book run (config key `book`)
         self.logger: RunLogger | QuietLogger = QuietLogger()
         self.started = False  # set up, about to fit
         self.device = ""  # where it trains
@@ -259,6 +277,7 @@ class _Record:
                     self.status,
                     self.error,
                     self.test,
+                    self.book,
                     self.device,
                     wall,
                 )
@@ -410,6 +429,7 @@ def _write_metrics(
     status: str,
     error: str | None,
     test: dict[str, float | int] | None,
+    book: dict | None,
     device: str,
     wall_seconds: float,
 ) -> None:
@@ -427,6 +447,8 @@ def _write_metrics(
             "best": {"val/acc": state.best_val_acc, "epoch": state.best_epoch},
             # best.pt on the test split, once: {"test/loss", "test/acc", "epoch"} (null: none measured)
             "test": test,
+            # a book run's published result: {"test_acc": figure or null (not reported), "section"}
+            "book": book,
             "stopped_early": state.stopped_early,
             "warnings": [warning["message"] for warning in state.warnings],
             # each resume that changed the config: {"epoch", "step", "changes": {key: [before, after]}}
@@ -442,7 +464,11 @@ def _write_metrics(
 
 
 def _print_result(
-    run_dir: Path, state: RunState, settings: LoopSettings, test: dict[str, float | int] | None
+    run_dir: Path,
+    state: RunState,
+    settings: LoopSettings,
+    test: dict[str, float | int] | None,
+    book: dict | None,
 ) -> None:
     final = state.history[-1]
     rows = [
@@ -451,6 +477,8 @@ def _print_result(
     ]
     if test is not None:
         rows.append(("test acc (best.pt)", f"{test['test/acc']:.4f} (loss {test['test/loss']:.4f})"))
+    if book is not None:
+        rows.append(("book test acc", book_result(book)))
     rows += [
         ("final train loss", f"{final['train/loss']:.4f}"),
         (

@@ -44,7 +44,7 @@ STATUS_STYLES = {
     "running": "cyan",
     "pending": "dim",
 }
-NUMERIC_COLUMNS = {"best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s"}
+NUMERIC_COLUMNS = {"best val acc", "test acc", "book", "final train loss", "epochs", "wall time", "images/s"}
 _ABSENT = object()  # OmegaConf.select's answer for a key the config does not have
 HINT = "give a sweep directory (outputs/train-sweeps/<date>/<time>) or outputs/ for every run"
 
@@ -85,6 +85,12 @@ class Run:
     def test(self) -> dict[str, float]:
         """best.pt's test loss and accuracy ({}: not measured — no test split, or the run did not finish)."""
         return self.metrics.get("test") or {}
+
+
+def book_result(book: dict[str, Any]) -> str:
+    """A book run's published test accuracy with its section, e.g. '0.78 (d2l.ai 7.6)', or 'not reported'."""
+    figure = "not reported" if book["test_acc"] is None else f"{book['test_acc']:.2f}"
+    return f"{figure} (d2l.ai {book['section']})"
 
 
 def collect(root: Path) -> list[Run]:
@@ -167,9 +173,11 @@ def publish(runs: list[Run], root: Path, by: list[str] | None = None) -> None:
     report-groups.csv."""
     keys = varied_keys(runs)
     grouping = grouping_keys(runs, keys, by)
-    results = ["best val acc", "test acc", "final train loss", "epochs", "wall time", "images/s", "status"]
+    books = any(run.metrics.get("book") for run in runs)  # the book's column only beside book runs
+    results = ["best val acc", "test acc", *(["book"] if books else [])]
+    results += ["final train loss", "epochs", "wall time", "images/s", "status"]
     headers = ["run", *keys, *results]
-    rows = [[_label(run, root), *(run.setting(key) for key in keys), *_results(run)] for run in runs]
+    rows = [[_label(run, root), *(run.setting(key) for key in keys), *_results(run, books)] for run in runs]
     table = Table()
     for header in headers:
         table.add_column(header, justify="right" if header in NUMERIC_COLUMNS else "left")
@@ -336,12 +344,13 @@ def _label(run: Run, root: Path) -> str:
     return f"{sweep}/{run.job[1]}" if sweep.parts else str(run.job[1])
 
 
-def _results(run: Run) -> list[str]:
+def _results(run: Run, books: bool) -> list[str]:
     final, metrics = run.metrics.get("final", {}), run.metrics
-    best = run.best_val_acc
+    best, book = run.best_val_acc, metrics.get("book")
     return [
         "" if best is None else f"{best:.4f}",
         f"{run.test['test/acc']:.4f}" if run.test else "",
+        *([book_result(book) if book else ""] if books else []),
         f"{final['train/loss']:.4f}" if "train/loss" in final else "",
         f"{metrics['epochs']}/{metrics['epochs_planned']}" if metrics else "",
         f"{metrics['wall_time_s']:.1f} s" if metrics else "",
@@ -359,20 +368,22 @@ def _markdown(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _csv(runs: list[Run], keys: list[str], root: Path) -> str:
-    fields = ["best_val_acc", "best_epoch", "test_acc", "test_loss", "final_val_acc", "final_train_loss"]
-    fields += ["epochs", "epochs_planned"]
+    fields = ["best_val_acc", "best_epoch", "test_acc", "test_loss", "book_test_acc", "book_section"]
+    fields += ["final_val_acc", "final_train_loss", "epochs", "epochs_planned"]
     fields += ["wall_time_s", "images_per_s", "status", "error"]
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["run", *keys, *fields])
     for run in runs:
         final, metrics = run.metrics.get("final", {}), run.metrics
-        best = run.best_val_acc
+        best, book = run.best_val_acc, metrics.get("book") or {}
         values = [
             best,
             metrics["best"]["epoch"] if best is not None else None,
             run.test.get("test/acc"),
             run.test.get("test/loss"),
+            book.get("test_acc"),
+            book.get("section"),
             final.get("val/acc"),
             final.get("train/loss"),
             metrics.get("epochs"),

@@ -30,6 +30,11 @@ BAD = [
     (["train", "scheduler.warmup_epochs=-1"], "scheduler.warmup_epochs must be a number ≥ 0, got -1"),
     (["train", "loss.label_smoothing=2"], "loss.label_smoothing must be a number ≥ 0 and ≤ 1, got 2"),
     (["train", "trainer.clip_grad_norm=0"], "trainer.clip_grad_norm must be a number > 0, got 0"),
+    (["train", "book=0.9"], "book must be null or {test_acc: <a figure or null>, section: <d2l.ai section>}"),
+    (
+        ["train", "experiment=d2l_lenet", "book.test_acc=78"],
+        "book.test_acc must be a number ≥ 0 and ≤ 1, got 78",
+    ),
     (
         ["train", "trainer.early_stopping.patience=-1"],
         "trainer.early_stopping.patience must be an integer ≥ 0, got -1",
