@@ -4,13 +4,17 @@ Run it by hand from the repository root (it is not part of CI):
 
     python benchmarks/throughput.py                    # CPU: lenet@28, resnet18@96, vgg_small@224 + epoch
     python benchmarks/throughput.py --device cuda      # the same on a GPU, plus ResNet-18@96 at batch 256
+    python benchmarks/throughput.py --chapter-8 --skip-epoch --skip-augment --skip-imagefolder
+                                                       # + alexnet, nin, googlenet, lenet_bn, densenet,
+                                                       #   regnetx32, each at its book size
     python benchmarks/throughput.py --models lenet --steps 2 --warmup 1 --images 2048 --skip-epoch \
         --skip-augment --skip-imagefolder              # a quick try
 
 Both pipelines read the same synthetic Fashion-MNIST: random 28×28 uint8 images written as the four
 IDX files torchvision expects, in a temporary directory. Each model is trained as its d2l preset
-(experiment=d2l_lenet, d2l_resnet18, d2l_vgg) configures it, so the input size, initialization, SGD
-settings and batch size are the configs' own:
+(experiment=d2l_lenet, d2l_resnet18, d2l_vgg; with --chapter-8 also d2l_alexnet, d2l_nin,
+d2l_googlenet, d2l_lenet_bn, d2l_densenet, d2l_regnetx32) configures it, so the input size,
+initialization, SGD settings and batch size are the configs' own:
 
 - cnnlab: the images held as one uint8 tensor on the device, batches gathered by index and
   preprocessed on the device, `cnnlab.training.loop.train_step` in the device's default configuration
@@ -100,6 +104,11 @@ from cnnlab.training.optim import build_optimizer
 
 # The book's runs, each a cnnlab preset: the benchmark measures exactly what these configure.
 PRESETS = {"lenet": "d2l_lenet", "resnet18": "d2l_resnet18", "vgg_small": "d2l_vgg"}
+# Chapter 8's other runs (issue #17), measured with --models or --chapter-8: each goal ≥ 2× as ResNet-18's.
+CHAPTER_8 = {
+    name: f"d2l_{name}" for name in ("alexnet", "nin", "googlenet", "lenet_bn", "densenet", "regnetx32")
+}
+ALL_PRESETS = PRESETS | CHAPTER_8
 FASHION_MNIST_TRAIN, FASHION_MNIST_TEST = 60_000, 10_000
 PEAK_BATCH = 256  # the GPU goal: fraction of the bf16 peak reached by ResNet-18@96 at this batch size
 PREFETCH_FACTOR = 2  # batches each reference worker prepares ahead: torch's default, which d2l keeps
@@ -125,7 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Training images/s of cnnlab vs a d2l-style pipeline; prints JSON lines."
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--models", nargs="+", choices=tuple(PRESETS), default=list(PRESETS))
+    parser.add_argument("--models", nargs="+", choices=tuple(ALL_PRESETS), default=list(PRESETS))
+    parser.add_argument(
+        "--chapter-8", action="store_true", help=f"also measure {', '.join(CHAPTER_8)} at their book sizes"
+    )
     parser.add_argument(
         "--batch-size", type=int, help="training batch size (default: the d2l preset's, 128 as the book)"
     )
@@ -227,7 +239,7 @@ def compose_preset(model: str, data_dir: Path, device: torch.device, extra: list
     return compose(
         "train",
         overrides=[
-            f"experiment={PRESETS[model]}",
+            f"experiment={ALL_PRESETS[model]}",
             f"data_dir={data_dir}",
             "dataset.loader.download=false",
             "dataset.val_fraction=0",  # the reference trains on the whole training split, as the book does
@@ -908,6 +920,11 @@ def report_goals(
         goal("cpu: lenet@28 full epoch + test pass ≥ 3× faster", epoch and epoch["speedup"], 3.0)
         goal("cpu: resnet18@96 images/s ≥ 2× the reference", ratio("resnet18"), 2.0)
         goal("cpu: vgg_small@224 images/s ≥ 2× the reference", ratio("vgg_small"), 2.0)
+        for model in CHAPTER_8:  # the same goal as ResNet-18's, printed only where measured
+            if model in rows:
+                height, width = rows[model]["input_size"]
+                size = height if height == width else f"{height}×{width}"
+                goal(f"cpu: {model}@{size} images/s ≥ 2× the reference", ratio(model), 2.0)
         goal("cpu: data handling < 3% of the cnnlab step time (worst model)", data_handling, 0.03, False)
         for model, label in AUGMENT_MODELS.items() if augment is not None else ():
             share = augment[model]["share"] if model in augment else None
@@ -961,7 +978,9 @@ def main() -> None:
     initialize_config_module(config_module="cnnlab.configs", version_base="1.3")
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
         data_dir = Path(tmp)
-        configs = {name: compose_preset(name, data_dir, device, args.set) for name in PRESETS}
+        if args.chapter_8:
+            args.models = list(dict.fromkeys([*args.models, *CHAPTER_8]))
+        configs = {name: compose_preset(name, data_dir, device, args.set) for name in ALL_PRESETS}
         batch_sizes = {name: args.batch_size or cfg.trainer.batch_size for name, cfg in configs.items()}
         check_args(parser, args, batch_sizes)
         write_fashion_mnist(data_dir / "fashion_mnist", args.images, max(1, args.images // 6))

@@ -58,6 +58,22 @@ def test_tiny_run_prints_every_figure_as_json_lines(tmp_path):
     assert handling["status"] == ("pass" if handling["value"] < 0.03 else "fail")
 
 
+def test_a_chapter_8_model_is_measured_at_its_book_size_against_the_same_goal(tmp_path):
+    result = run_benchmark(
+        "--models", "lenet_bn", "--steps", "2", "--warmup", "1", "--images", "640", "--workers", "1",
+        "--skip-epoch", "--skip-augment", "--skip-imagefolder", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    (row,) = [line for line in lines if line["kind"] == "throughput"]
+    assert row["model"] == "lenet_bn" and row["input_size"] == [28, 28] and row["batch_size"] == 128
+    assert row["reference_images_per_s"] > 0
+    (target,) = [line for line in lines if line["kind"] == "goal" and "lenet_bn" in line["goal"]]
+    assert target["goal"] == "cpu: lenet_bn@28 images/s ≥ 2× the reference"
+    assert target["value"] == row["ratio"]
+    assert target["status"] == ("pass" if row["ratio"] >= 2.0 else "fail")
+
+
 def test_too_few_images_for_the_steps_is_one_error_line(tmp_path):
     result = run_benchmark(
         "--models", "lenet", "--steps", "5", "--warmup", "1", "--images", "512", cwd=tmp_path
