@@ -48,6 +48,9 @@ def training_spec(cfg: DictConfig) -> TrainingSpec:
         clip_grad_norm=trainer.clip_grad_norm,
         early_stopping_patience=trainer.early_stopping.patience,
         early_stopping_min_delta=trainer.early_stopping.min_delta,
+        early_stopping_target=trainer.early_stopping.target,
         health_check=trainer.health_check,
         stop_if_stuck=trainer.stop_if_stuck,
+        detect_anomaly=trainer.detect_anomaly,
+        limit_batches=trainer.limit_batches,
     )

@@ -11,7 +11,8 @@ COMMANDS: dict[str, HydraCommand | PlainCommand] = {
             "summary",
             "per-layer output shapes, parameters and mult-adds of a model",
             "summary",
-            ("augment", "optimizer", "scheduler", "loss", "trainer", "hparams_search"),  # train's, unused
+            # train's groups that a summary does not use
+            ("augment", "optimizer", "scheduler", "loss", "trainer", "hparams_search", "debug"),
         ),
         HydraCommand("kernel-learn", "learn a convolution kernel from data (d2l 7.2.4)", "kernel_learn"),
         HydraCommand(

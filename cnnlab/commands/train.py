@@ -5,6 +5,7 @@ import random
 import shlex
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cnnlab.commands import COMMANDS
 from cnnlab.console import console, print_summary, write_json
 from cnnlab.data.batches import epoch_order
 from cnnlab.data.sources import SOURCES, AnySplit, Dataset, FileSplit
+from cnnlab.data.splits import fixed_sample
 from cnnlab.errors import CheckpointError, CnnlabError, ConfigError, first_line
 from cnnlab.files import atomic_write
 from cnnlab.runs.hparams import hparam_metrics, job_hparams
@@ -47,6 +49,7 @@ from cnnlab.training.loop import (
     Training,
     evaluate,
     fit,
+    steps_per_epoch,
 )
 from cnnlab.training.optim import OPTIMIZERS, SCHEDULERS
 from cnnlab.training.visuals import augmented_grid, write_visuals
@@ -69,7 +72,10 @@ def check(cfg: DictConfig) -> DictConfig:
     checks.integer(cfg, "trainer.eval_batch_size", 1, example=1024)
     checks.integer(cfg, "trainer.seed", 0, example=0)
     checks.integer(cfg, "trainer.checkpoint_every_steps", 0, example=100)
-    checks.integer(cfg, "trainer.visual_every", 0, example=5)
+    if checks.value(cfg, "trainer.visual_every") is not None:
+        checks.integer(cfg, "trainer.visual_every", 0, example=5)
+    _check_limit(cfg)
+    checks.integer(cfg, "trainer.overfit_batches", 0, example=4)
     device = resolve_device(str(checks.value(cfg, "trainer.device")), "trainer.device")
     check_precision(checks.choice(cfg, "trainer.precision", PRECISIONS), device)
     checks.choice(cfg, "trainer.channels_last", ("auto", "True", "False"))
@@ -100,8 +106,11 @@ def check(cfg: DictConfig) -> DictConfig:
         checks.number(cfg, "trainer.clip_grad_norm", allow_minimum=False, example=1.0)
     checks.integer(cfg, "trainer.early_stopping.patience", 0, example=5)
     checks.number(cfg, "trainer.early_stopping.min_delta", example=0.001)
+    if checks.value(cfg, "trainer.early_stopping.target") is not None:
+        checks.number(cfg, "trainer.early_stopping.target", maximum=1.0, allow_minimum=False, example=0.99)
     checks.number(cfg, "trainer.health_check", maximum=1.0, example=0.5)
     checks.boolean(cfg, "trainer.stop_if_stuck")
+    checks.boolean(cfg, "trainer.detect_anomaly")
     checks.choice(cfg, "dataset.name", tuple(SOURCES))
     checks.number(cfg, "dataset.val_fraction", maximum=0.9, example=0.1)
     checks.integer(cfg, "dataset.split_seed", 0, example=0)
@@ -110,6 +119,18 @@ def check(cfg: DictConfig) -> DictConfig:
     checks.check_model(cfg)
     checks.check_augment(cfg)
     return cfg
+
+
+def _check_limit(cfg: DictConfig) -> None:
+    """trainer.limit_batches is null, a count of batches (an int ≥ 1) or a share of them (in (0, 1])."""
+    limit = checks.value(cfg, "trainer.limit_batches")
+    if isinstance(limit, float):
+        checks.number(cfg, "trainer.limit_batches", maximum=1.0, allow_minimum=False, example=0.1)
+    elif limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(
+            "trainer.limit_batches must be null (all batches), a count of batches ≥ 1 or a share in "
+            f"(0, 1], got {limit!r}; e.g. trainer.limit_batches=2 or trainer.limit_batches=0.1"
+        )
 
 
 def _check_book(cfg: DictConfig) -> None:
@@ -147,6 +168,8 @@ def run(cfg: DictConfig) -> float:
         with StopSignals(enabled=not ranks.enabled, defer=False), record:
             device = _set_up_process(cfg.trainer, device, ranks)
             data = load_data(data_spec(cfg), device, decoding_bar)
+            if cfg.trainer.overfit_batches:
+                data = _overfit_sample(data, cfg.trainer.overfit_batches * cfg.trainer.batch_size, cfg)
             if cfg.dataset.loader.get("stream") == "auto":  # the run records what auto decided
                 cfg.dataset.loader.stream = isinstance(data.train, FileSplit)
             training = build_training(training_spec(cfg), data, ranks)
@@ -161,14 +184,42 @@ def run(cfg: DictConfig) -> float:
             )
             draw = partial(_draw_visuals, record.logger, training, data, cfg.trainer.visual_every, ranks)
             record.state = fit(training, data, record.state, record.logger, checkpointer, draw)
+            if cfg.trainer.overfit_batches:
+                record.overfit = _judge_overfit(record.state, len(data.train), record.logger)
             if data.test is not None:
                 record.test = _test_best(training, files.best, data.test, record.state, record.logger)
             results = hparam_metrics(record.state.best_val_acc, record.state.history[-1], record.test)
             record.logger.hparams(job_hparams(cfg), results, record.state.epoch)
             record.status = "finished"
     if ranks.is_main:
-        _print_result(run_dir, record.state, training.settings, record.test, record.book)
+        _print_result(run_dir, record.state, training.settings, record.test, record.book, record.overfit)
     return record.state.best_val_acc
+
+
+def _overfit_sample(data: Dataset, count: int, cfg: DictConfig) -> Dataset:
+    """trainer.overfit_batches: train and validate on the same fixed sample of `count` training images."""
+    sample = data.train.subset(fixed_sample(len(data.train), count, cfg.dataset.split_seed))
+    return replace(data, train=sample, val=sample)
+
+
+def _judge_overfit(state: RunState, images: int, logger: RunLogger | QuietLogger) -> str:
+    """trainer.overfit_batches' verdict: whether the model fitted its sample (accuracy 1.0 on it, in eval
+    mode), said as a warning when it did not; returns it for the end-of-run table."""
+    fitted = [metrics["epoch"] for metrics in state.history if metrics["val/acc"] >= 1.0]
+    if fitted:
+        verdict = f"fits its {images:,} training images (accuracy 1.0 from epoch {fitted[0]})"
+        logger.info(f"overfit: the model {verdict}")
+        return verdict
+    message = (
+        f"overfit: the model cannot fit its {images:,} training images: its best accuracy on them is "
+        f"{state.best_val_acc:.4f} after {state.epoch} epochs, and a model that cannot learn a handful "
+        "of batches by heart has a bug or too little capacity: check the labels and the preprocessing, "
+        "raise trainer.epochs or optimizer.lr, or lower optimizer.weight_decay and loss.label_smoothing"
+    )
+    warning = {"kind": "cannot_overfit", "epoch": state.epoch, "step": state.step, "message": message}
+    state.warnings.append(warning)
+    logger.warn(message, step=state.step)
+    return f"cannot fit its {images:,} training images (best accuracy {state.best_val_acc:.4f})"
 
 
 @contextmanager
@@ -221,7 +272,7 @@ def _open_run(
     logger = RunLogger(run_dir, training.settings.epochs, purge_step=state.epoch + 1 if resumed else None)
     _announce(cfg, training, data, state, resumed, changes, logger)
     logger.text("config", f"```\n{text}```")
-    if training.augment is not None and state.step == 0:
+    if training.augment is not None and state.step == 0 and cfg.trainer.visual_every is not None:
         _log_augmented(logger, training, data)
     return logger
 
@@ -234,6 +285,7 @@ class _Record:
         self.run_dir, self.epochs, self.ranks, self.resumed = run_dir, epochs, ranks, resumed
         self.status, self.error, self.test, self.state = "failed", None, None, RunState()
         self.book: dict | None = None  # the book's result for a book run (config key `book`)
+        self.overfit: str | None = None  # trainer.overfit_batches' verdict
         self.logger: RunLogger | QuietLogger = QuietLogger()
         self.started = False  # set up, about to fit
         self.device = ""  # where it trains
@@ -313,14 +365,15 @@ def _draw_visuals(
     logger: RunLogger,
     training: Training,
     data: Dataset,
-    every: int,
+    every: int | None,
     ranks: distributed.Distributed,
     state: RunState,
 ) -> None:
-    """TensorBoard images every `every` epochs and always after the last one (with the model graph)."""
+    """TensorBoard images every `every` epochs and always after the last one (with the model graph);
+    None: none."""
     settings = training.settings
     final = state.epoch == settings.epochs
-    if ranks.is_main and (final or (every and state.epoch % every == 0)):
+    if ranks.is_main and every is not None and (final or (every and state.epoch % every == 0)):
         write_visuals(
             logger.writer,
             training.model,
@@ -369,6 +422,23 @@ def _announce(
     for note in data.notes:
         logger.info(note)
     batch_size, images = training.settings.batch_size, len(data.train)
+    if cfg.trainer.overfit_batches:
+        logger.info(
+            f"trainer.overfit_batches={cfg.trainer.overfit_batches}: training and validating on the same "
+            f"{images:,} training images, to see whether the model can fit them (val acc: accuracy on them)"
+        )
+    if training.settings.detect_anomaly:
+        logger.info(
+            "trainer.detect_anomaly=true: every module's output (and, but for precision 16, its gradients) "
+            "is checked for non-finite values at each step: slower, and not compiled"
+        )
+    limit = training.settings.limit_batches
+    if limit is not None:
+        steps = steps_per_epoch(images, batch_size, training.settings.distributed, limit)
+        logger.info(
+            f"trainer.limit_batches={limit}: each epoch takes {steps} batches, validation and test their "
+            "first batches only: the figures are not the dataset's"
+        )
     if batch_size > images:
         logger.warn(
             f"trainer.batch_size={batch_size} is more than the {images:,} training images: every epoch is "
@@ -403,6 +473,7 @@ def _test_best(
         settings.eval_batch_size,
         settings.precision,
         settings.distributed,
+        settings.limit_batches,
     )
     logger.scalars({"test/loss": loss, "test/acc": accuracy}, step=state.epoch)
     return {"test/loss": loss, "test/acc": accuracy, "epoch": state.best_epoch}
@@ -469,6 +540,7 @@ def _print_result(
     settings: LoopSettings,
     test: dict[str, float | int] | None,
     book: dict | None,
+    overfit: str | None,
 ) -> None:
     final = state.history[-1]
     rows = [
@@ -489,6 +561,8 @@ def _print_result(
     ]
     if state.stopped_early:
         rows.append(("stopped early", state.stopped_early))
+    if overfit is not None:
+        rows.append(("overfit", overfit))
     rows.append(("images/s (train)", f"{state.train_images / max(state.train_seconds, 1e-9):,.0f}"))
     print_summary(rows, title="cnnlab train: done")
     console.print(f"run directory: {run_dir}")

@@ -17,3 +17,9 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     keep = torch.ones(len(labels), dtype=torch.bool)
     keep[held_out] = False
     return keep.nonzero().flatten(), held_out
+
+
+def fixed_sample(num_samples: int, count: int, seed: int) -> torch.Tensor:
+    """`count` of `num_samples` indices (all of them when there are fewer), chosen by `seed` alone, sorted."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_samples, generator=generator)[:count].sort().values

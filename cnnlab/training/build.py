@@ -58,8 +58,11 @@ class TrainingSpec:
     clip_grad_norm: float | None
     early_stopping_patience: int
     early_stopping_min_delta: float
+    early_stopping_target: float | None
     health_check: float
     stop_if_stuck: bool
+    detect_anomaly: bool
+    limit_batches: int | float | None  # per epoch and evaluation: N batches, a share, or (None) all
 
 
 def load_data(spec: DataSpec, device: torch.device, progress: Progress | None = None) -> Dataset:
@@ -103,8 +106,11 @@ def build_training(spec: TrainingSpec, data: Dataset, ranks: Distributed) -> Tra
         clip_grad_norm=spec.clip_grad_norm,
         early_stopping_patience=spec.early_stopping_patience,
         early_stopping_min_delta=spec.early_stopping_min_delta,
+        early_stopping_target=spec.early_stopping_target,
         health_check=spec.health_check,
         stop_if_stuck=spec.stop_if_stuck,
+        detect_anomaly=spec.detect_anomaly,
+        limit_batches=spec.limit_batches,
     )
     model = create_model(
         spec.model, spec.in_channels, spec.num_classes, spec.input_size, **spec.model_options
@@ -124,13 +130,14 @@ def build_training(spec: TrainingSpec, data: Dataset, ranks: Distributed) -> Tra
             gradient_as_bucket_view=True,  # grads live in the all-reduce buckets: no copies
         )
     optimizer = build_optimizer(model.parameters(), **spec.optimizer)
-    steps = steps_per_epoch(len(data.train), settings.batch_size, ranks)
+    steps = steps_per_epoch(len(data.train), settings.batch_size, ranks, settings.limit_batches)
     scheduler = build_scheduler(optimizer, steps_per_epoch=steps, epochs=settings.epochs, **spec.scheduler)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "16")
     preprocess = make_preprocess(data, spec.input_size, spec.normalize).to(device)
     augment = Augment(spec.input_size, settings.num_classes, **spec.augment)
     augment = augment if augment.active else None
-    compile_setting = resolve_compile(spec.compile, device, ranks.enabled)
+    # The anomaly hooks need the eager modules: a compiled graph would run around them.
+    compile_setting = False if spec.detect_anomaly else resolve_compile(spec.compile, device, ranks.enabled)
     batch_loss = BatchLoss(step_model, preprocess, settings.precision, spec.label_smoothing, augment)
     return Training(
         model,

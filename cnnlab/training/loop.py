@@ -4,6 +4,7 @@ import math
 import signal
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -16,6 +17,7 @@ from cnnlab.data.augment import Augment
 from cnnlab.data.batches import Preprocess, batches, epoch_order
 from cnnlab.data.sources import AnySplit, Dataset
 from cnnlab.errors import CnnlabError
+from cnnlab.training.anomaly import Anomaly, watch_for_anomalies
 from cnnlab.training.checkpoint import Checkpointer
 from cnnlab.training.device import autocast
 from cnnlab.training.distributed import SINGLE_PROCESS, Distributed
@@ -96,8 +98,11 @@ class LoopSettings:
     clip_grad_norm: float | None  # None: gradients are neither clipped nor measured
     early_stopping_patience: int  # 0: never stop early
     early_stopping_min_delta: float
+    early_stopping_target: float | None  # stop once val acc reaches it; None: never
     health_check: float  # share of the first epoch after which a loss at chance level warns; 0: off
     stop_if_stuck: bool  # the health check stops the run instead of warning
+    detect_anomaly: bool  # name the module whose forward or backward first goes non-finite (slow)
+    limit_batches: int | float | None  # per epoch and evaluation: N batches, a share, or (None) all
 
 
 class StopSignals:
@@ -134,26 +139,44 @@ def evaluate(
     batch_size: int,
     precision: str,
     distributed: Distributed = SINGLE_PROCESS,
+    limit_batches: int | float | None = None,
 ) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy of `model` on `split` (each rank takes its shard)."""
+    """Mean cross-entropy loss and accuracy of `model` on `split` (each rank takes its shard), or on its
+    first batches under `limit_batches` (N batches or a share of them)."""
     model.eval()
     distributed.sync_buffers(model)
     # The same computation as a training step's, measuring the plain loss (no label smoothing).
     batch_loss = BatchLoss(model, preprocess, precision, label_smoothing=0.0)
     sums = torch.zeros(2, device=split.device)  # summed loss, correct
-    order = distributed.shard(torch.arange(len(split)), pad=False) if distributed.enabled else None
+    count = min(len(split), limited(-(-len(split) // batch_size), limit_batches) * batch_size)
+    order = None if count == len(split) and not distributed.enabled else torch.arange(count)
+    if distributed.enabled:
+        order = distributed.shard(order, pad=False)
     for images, labels in batches(split, batch_size, order):
         loss, hits = batch_loss(images, labels)
         sums[0] += loss * len(labels)
         sums[1] += hits
     loss_sum, correct = distributed.sum(sums).tolist()
-    return loss_sum / len(split), correct / len(split)
+    return loss_sum / count, correct / count
 
 
-def steps_per_epoch(num_samples: int, batch_size: int, ranks: Distributed) -> int:
-    """Optimizer steps in one epoch: each rank takes ceil(n / world) samples in batches of batch / world."""
+def limited(batches: int, limit: int | float | None) -> int:
+    """How many of `batches` an epoch or evaluation takes under trainer.limit_batches: an int is a count
+    of batches, a float a share of them (at least one), None all."""
+    if limit is None:
+        return batches
+    if isinstance(limit, float):
+        return max(1, math.ceil(limit * batches))
+    return min(batches, limit)
+
+
+def steps_per_epoch(
+    num_samples: int, batch_size: int, ranks: Distributed, limit_batches: int | float | None = None
+) -> int:
+    """Optimizer steps in one epoch: each rank takes ceil(n / world) samples in batches of batch / world
+    (the first of them only, under `limit_batches`)."""
     per_rank = -(-num_samples // ranks.world_size)
-    return -(-per_rank // (batch_size // ranks.world_size))
+    return limited(-(-per_rank // (batch_size // ranks.world_size)), limit_batches)
 
 
 class BatchLoss(nn.Module):
@@ -274,13 +297,15 @@ def fit(
     device = train.device
     ranks = settings.distributed
     batch_size = settings.batch_size // ranks.world_size
-    steps = steps_per_epoch(len(train), settings.batch_size, ranks)
+    steps = steps_per_epoch(len(train), settings.batch_size, ranks, settings.limit_batches)
     health_step = math.ceil(settings.health_check * steps) if settings.health_check else 0
-    with StopSignals(enabled=not ranks.enabled) as stop:
+    # Under float16 the gradient scaler expects overflowing gradients (it skips those steps): forwards only.
+    watching = settings.detect_anomaly and watch_for_anomalies(training.model, settings.precision != "16")
+    with StopSignals(enabled=not ranks.enabled) as stop, watching or nullcontext():
         while state.epoch < settings.epochs and state.stopped_early is None:
             epoch = state.epoch
             training.model.train()
-            order = ranks.shard(epoch_order(len(train), settings.seed, epoch), pad=True)
+            order = ranks.shard(epoch_order(len(train), settings.seed, epoch), pad=True)[: steps * batch_size]
             # Per-step losses and gradient norms stay on the device: no synchronization until the
             # epoch's end.
             losses = torch.zeros(steps, device=device)
@@ -295,21 +320,28 @@ def fit(
                 if augment is not None:
                     draws = augment.draw(len(labels), settings.seed, epoch, state.batch, ranks.rank)
                     draws = {key: value.to(device, non_blocking=True) for key, value in draws.items()}
-                loss_sum, hits, grad_norm = train_step(
-                    training.forward,
-                    images,
-                    labels,
-                    optimizer,
-                    training.scheduler,
-                    training.scaler,
-                    settings.clip_grad_norm,
-                    draws,
-                )
+                lrs.append(optimizer.param_groups[0]["lr"])  # the rate this step uses, for errors
+                try:
+                    loss_sum, hits, grad_norm = train_step(
+                        training.forward,
+                        images,
+                        labels,
+                        optimizer,
+                        training.scheduler,
+                        training.scaler,
+                        settings.clip_grad_norm,
+                        draws,
+                    )
+                except Anomaly as found:
+                    raise Diverged(
+                        f"{found.what} became non-finite at epoch {epoch + 1}, step {state.step + 1} "
+                        f"(lr {lrs[-1]:g}) in the {found.phase} of {found.module}, from {found.source}; "
+                        f"{_kept(state)}: {_REMEDIES}"
+                    ) from None
                 losses[state.batch] = loss_sum
                 if grad_norms is not None:
                     grad_norms[state.batch] = grad_norm
                 correct += hits
-                lrs.append(optimizer.param_groups[0]["lr"])  # the rate this step used, for errors
                 state.batch += 1
                 state.step += 1
                 state.epoch_seen += len(labels)
@@ -339,6 +371,7 @@ def fit(
                 settings.eval_batch_size,
                 settings.precision,
                 ranks,
+                settings.limit_batches,
             )
             if not math.isfinite(val_loss):
                 raise Diverged(
@@ -397,6 +430,8 @@ _REMEDIES = (
     "lower optimizer.lr, lengthen scheduler.warmup_epochs or clip harder (trainer.clip_grad_norm, e.g. 1.0), "
     "and start again"
 )
+# Without the anomaly hooks the loss tells that something went non-finite, not where.
+_FIND_IT = " (trainer.detect_anomaly=true names the layer that first goes non-finite)"
 
 
 def _check_health(state: RunState, settings: LoopSettings, logger: RunLogger) -> bool:
@@ -424,7 +459,12 @@ def _check_health(state: RunState, settings: LoopSettings, logger: RunLogger) ->
 
 
 def _early_stopping(state: RunState, settings: LoopSettings, val_acc: float) -> None:
-    """Count the epochs without an improvement of more than min_delta; set stopped_early at patience."""
+    """Count the epochs without an improvement of more than min_delta; set stopped_early at patience, or
+    once val acc reaches the target."""
+    target = settings.early_stopping_target
+    if target is not None and val_acc >= target and state.epoch < settings.epochs:
+        state.stopped_early = f"val acc {val_acc:.4f} reached trainer.early_stopping.target={target:g}"
+        return
     if not settings.early_stopping_patience:
         return
     if val_acc > state.early_stopping_best + settings.early_stopping_min_delta:
@@ -457,7 +497,7 @@ def _settle(
         step = state.step - state.batch + done + bad[0] + 1
         raise Diverged(
             f"loss became non-finite at epoch {state.epoch + 1}, step {step} "
-            f"(lr {lrs[done + bad[0]]:g}); {_kept(state)}: {_REMEDIES}"
+            f"(lr {lrs[done + bad[0]]:g}); {_kept(state)}: {_REMEDIES}{_FIND_IT}"
         )
     state.epoch_losses.extend(step_losses)
     if grad_norms is not None:  # equal on every rank: DDP averages the gradients

@@ -28,7 +28,20 @@ def test_unknown_command_lists_commands(capsys):
 @pytest.mark.parametrize(
     ("command", "groups"),
     [
-        ("train", {"augment", "dataset", "model", "optimizer", "scheduler", "loss", "trainer", "experiment"}),
+        (
+            "train",
+            {
+                "augment",
+                "dataset",
+                "model",
+                "optimizer",
+                "scheduler",
+                "loss",
+                "trainer",
+                "experiment",
+                "debug",
+            },
+        ),
         ("summary", {"dataset", "model", "experiment"}),
         ("evaluate", {"dataset"}),
         ("predict", set()),

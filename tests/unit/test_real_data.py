@@ -200,8 +200,11 @@ def test_a_non_finite_validation_loss_is_divergence(tmp_path):
         clip_grad_norm=None,
         early_stopping_patience=0,
         early_stopping_min_delta=0.0,
+        early_stopping_target=None,
         health_check=0.0,
         stop_if_stuck=False,
+        detect_anomaly=False,
+        limit_batches=None,
     )
     saved = []
 
