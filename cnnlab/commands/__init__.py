@@ -14,6 +14,9 @@ COMMANDS: dict[str, HydraCommand | PlainCommand] = {
             # train's groups that a summary does not use
             ("augment", "optimizer", "scheduler", "loss", "trainer", "hparams_search", "debug"),
         ),
+        HydraCommand(
+            "lr-find", "a learning rate for a run: the range test on its own training step", "lr_find"
+        ),
         HydraCommand("kernel-learn", "learn a convolution kernel from data (d2l 7.2.4)", "kernel_learn"),
         HydraCommand(
             "evaluate", "loss, accuracy, per-class table, confusion matrix of a run", "evaluate", ("augment",)

@@ -1,7 +1,8 @@
-"""The report's figure of grouped runs: each group's validation accuracy per epoch, its mean as a line
-and its runs' minimum to maximum as a band, drawn with PIL (no plotting library), as a PNG and as an
-image in TensorBoard."""
+"""Line figures drawn with PIL (no plotting library), as PNGs and as TensorBoard images: the report's
+grouped runs (each group's validation accuracy per epoch, its mean as a line and its runs' minimum to
+maximum as a band) and lr-find's loss against the learning rate."""
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,52 @@ def curves_png(curves: Sequence[tuple[str, list[list[float]]]], metric: str, pat
         # The legend in the bottom-right corner, which rising accuracy curves leave empty.
         row = len(curves) - index
         draw.text((right - 8, bottom - 8 - 18 * (row - 1)), label, fill=colour, font=font, anchor="rd")
+    image.save(path)
+
+
+def lr_curve_png(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    smoothed: Sequence[float],
+    suggested: float | None,
+    path: Path,
+) -> None:
+    """Write `path`: each step's loss (grey dots) and the smoothed loss (a line) against the lr on a log
+    axis, the `suggested` lr marked by a red vertical line."""
+    image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    draw = ImageDraw.Draw(image, "RGBA")
+    font = ImageFont.load_default(size=13)
+    left, top, right, bottom = MARGIN, MARGIN // 2, WIDTH - MARGIN // 2, HEIGHT - MARGIN
+    low_x, high_x = math.log10(lrs[0]), math.log10(lrs[-1]) + 1e-9
+    # The top is the smoothed curve's: single steps' losses above it are drawn at the frame's edge.
+    low_y, high_y = min(*losses, *smoothed), max(smoothed) + 1e-9
+
+    def point(lr: float, loss: float) -> tuple[float, float]:
+        x = left + (right - left) * (math.log10(lr) - low_x) / (high_x - low_x)
+        fraction = min(max((loss - low_y) / (high_y - low_y), -0.02), 1.02)
+        return x, bottom - (bottom - top) * fraction
+
+    draw.rectangle((left, top, right, bottom), outline="black")
+    for decade in range(math.ceil(low_x), math.floor(high_x) + 1):
+        x, _ = point(10.0**decade, low_y)
+        draw.line((x, bottom, x, bottom + 4), fill="black")
+        draw.text((x, bottom + 6), f"1e{decade}", fill="black", font=font, anchor="mt")
+    for fraction in (0.0, 0.5, 1.0):
+        value = low_y + fraction * (high_y - low_y)
+        _, y = point(lrs[0], value)
+        draw.text((left - 6, y), f"{value:.3f}", fill="black", font=font, anchor="rm")
+    draw.text(
+        ((left + right) / 2, HEIGHT - 8), "learning rate (log scale)", fill="black", font=font, anchor="mb"
+    )
+    draw.text((left, 4), "training loss: each step (dots), smoothed (line)", fill="black", font=font)
+    for lr, loss in zip(lrs, losses, strict=True):
+        draw.ellipse(_dot(point(lr, loss)), fill=(150, 150, 150, 160))
+    if len(lrs) > 1:
+        draw.line([point(lr, loss) for lr, loss in zip(lrs, smoothed, strict=True)], fill=PALETTE[0], width=3)
+    if suggested is not None:
+        x = min(max(point(suggested, low_y)[0], left), right)
+        draw.line((x, top, x, bottom), fill=PALETTE[3], width=2)
+        draw.text((x + 6, top + 6), f"suggested lr {suggested:.3g}", fill=PALETTE[3], font=font)
     image.save(path)
 
 

@@ -1,10 +1,13 @@
-"""Device selection and mixed precision."""
+"""Device selection, mixed precision, and a training process's device, threads and seeds."""
 
 import contextlib
+import random
 
+import numpy as np
 import torch
 
 from cnnlab.errors import ConfigError
+from cnnlab.training.distributed import Distributed
 
 PRECISIONS = ("auto", "32", "bf16", "16")
 
@@ -125,3 +128,17 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def set_up_process(device: torch.device, ranks: Distributed, threads: int | None, seed: int) -> torch.device:
+    """This process's device (one GPU per torchrun rank), CPU threads (None: torch's default, one per
+    core) and seeds; returns the device."""
+    if ranks.enabled and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)
+        torch.cuda.set_device(device)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return device

@@ -1,8 +1,8 @@
 """What a run reports: TensorBoard events, a progress bar or plain lines, metrics.json."""
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,11 @@ class _ImagesPerSecond(ProgressColumn):
         return Text(f"{speed:,.0f} img/s" if speed else "… img/s", style="cyan")
 
 
-@contextmanager
-def decoding_bar(total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar (on a terminal) while `total` image files are decoded for the first time."""
+@contextlib.contextmanager
+def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar (on a terminal) over `total` items; yields the function that advances it."""
     with Progress(
-        TextColumn("decoding images once (cached for later runs)"),
+        TextColumn(description),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -37,8 +37,13 @@ def decoding_bar(total: int) -> Iterator[Callable[[int], None]]:
         transient=True,
         disable=not console.is_terminal,
     ) as bar:
-        task = bar.add_task("decode", total=total)
+        task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+def decoding_bar(total: int) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """A progress bar (on a terminal) while `total` image files are decoded for the first time."""
+    return progress_bar(total, "decoding images once (cached for later runs)")
 
 
 # TensorBoard's Custom Scalars tab: the curves first (train and val on one chart), per-class after.

@@ -270,6 +270,17 @@ def train_step(
     return loss.detach() * len(labels), hits, grad_norm
 
 
+def augmentation_draws(
+    augment: Augment | None, count: int, seed: int, epoch: int, batch: int, rank: int, device: torch.device
+) -> dict[str, torch.Tensor] | None:
+    """The augmentation's random draws for one training batch of `count` samples, on `device`: a pure
+    function of (seed, epoch, batch, rank); None without augmentation."""
+    if augment is None:
+        return None
+    draws = augment.draw(count, seed, epoch, batch, rank)
+    return {key: value.to(device, non_blocking=True) for key, value in draws.items()}
+
+
 def fit(
     training: Training,
     data: Dataset,
@@ -316,10 +327,9 @@ def fit(
             logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen, running=running)
             tic = time.perf_counter()
             for images, labels in batches(train, batch_size, order, start=state.batch):
-                draws = None
-                if augment is not None:
-                    draws = augment.draw(len(labels), settings.seed, epoch, state.batch, ranks.rank)
-                    draws = {key: value.to(device, non_blocking=True) for key, value in draws.items()}
+                draws = augmentation_draws(
+                    augment, len(labels), settings.seed, epoch, state.batch, ranks.rank, device
+                )
                 lrs.append(optimizer.param_groups[0]["lr"])  # the rate this step uses, for errors
                 try:
                     loss_sum, hits, grad_norm = train_step(

@@ -149,3 +149,21 @@ def test_limit_batches_counts_batches_or_a_share_of_them_and_evaluation_takes_th
     assert evaluate(model, split, Preprocess(None), 4, "32", limit_batches=0.5) == first  # 2 of 3
     everything = evaluate(model, split, Preprocess(None), 4, "32")
     assert evaluate(model, split, Preprocess(None), 4, "32", limit_batches=9) == everything != first
+
+
+def test_the_suggestion_is_a_tenth_of_the_lowest_smoothed_loss_and_a_flat_curve_has_none():
+    from cnnlab.training.lr_find import LrCurve, NoSuggestion, suggest
+
+    lrs = [10.0**e for e in range(-6, 1)]
+    curve = LrCurve(lrs, [2.3] * 7, [2.3, 2.2, 1.5, 0.9, 0.7, 1.4, 3.1], "exploded", exploded=True)
+    lr, rule = suggest(curve)
+    assert (
+        lr == pytest.approx(1e-3)
+        and rule == "0.1 × the lr where the smoothed loss is lowest (0.700 at lr 0.01)"
+    )
+    rising = LrCurve(lrs, [2.3] * 7, [2.3, 2.0, 1.8, 1.5, 1.2, 1.0, 0.9], "reached", exploded=False)
+    assert suggest(rising)[1].endswith(
+        "still falling at the ramp's end: a higher lr_find.max_lr may find more"
+    )
+    with pytest.raises(NoSuggestion, match="never fell more than 5% below its start"):
+        suggest(LrCurve(lrs, [2.3] * 7, [2.3, 2.29, 2.28, 2.3, 2.31, 2.3, 2.4], "reached", exploded=False))
