@@ -201,3 +201,32 @@ def write_digit_folder(root, parts: dict[str, slice], swap_labels_in: str = "") 
             folder = root / part / str(label)
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i, 0].numpy()).save(folder / f"{i:04d}.png")
+
+
+# --- the training loop by hand ---------------------------------------------------------------------
+
+
+def loop_settings(**changes):
+    """LoopSettings for a tiny two-class run on CPU (batches of 4, nothing optional on), with `changes`."""
+    from cnnlab.training.distributed import SINGLE_PROCESS
+    from cnnlab.training.loop import LoopSettings
+
+    values = dict(
+        epochs=2,
+        batch_size=4,
+        eval_batch_size=4,
+        seed=0,
+        precision="32",
+        checkpoint_every_steps=0,
+        distributed=SINGLE_PROCESS,
+        num_classes=2,
+        clip_grad_norm=None,
+        early_stopping_patience=0,
+        early_stopping_min_delta=0.0,
+        early_stopping_target=None,
+        health_check=0.0,
+        stop_if_stuck=False,
+        detect_anomaly=False,
+        limit_batches=None,
+    )
+    return LoopSettings(**{**values, **changes})

@@ -72,6 +72,7 @@ def check_training(cfg: DictConfig) -> DictConfig:
     checks.number(cfg, "trainer.health_check", maximum=1.0, example=0.5)
     checks.boolean(cfg, "trainer.stop_if_stuck")
     checks.boolean(cfg, "trainer.detect_anomaly")
+    checks.boolean(cfg, "trainer.profile")
     checks.choice(cfg, "dataset.name", tuple(SOURCES))
     checks.number(cfg, "dataset.val_fraction", maximum=0.9, example=0.1)
     checks.integer(cfg, "dataset.split_seed", 0, example=0)

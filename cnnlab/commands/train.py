@@ -3,7 +3,7 @@
 import os
 import shlex
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -44,6 +44,7 @@ from cnnlab.training.loop import (
     fit,
     steps_per_epoch,
 )
+from cnnlab.training.profiling import step_profiler, steps_needed
 from cnnlab.training.visuals import augmented_grid, write_visuals
 
 
@@ -88,7 +89,19 @@ def run(cfg: DictConfig) -> float:
                 RunDir(run_dir).last, RunDir(run_dir).best, config, write=ranks.is_main
             )
             draw = partial(_draw_visuals, record.logger, training, data, cfg.trainer.visual_every, ranks)
-            record.state = fit(training, data, record.state, record.logger, checkpointer, draw)
+            profiler = step_profiler(run_dir, device, record.logger.info) if cfg.trainer.profile else None
+            first_step = record.state.step
+            with profiler or nullcontext():
+                after_step = profiler.step if profiler is not None else lambda: None
+                record.state = fit(
+                    training, data, record.state, record.logger, checkpointer, draw, after_step
+                )
+            if profiler is not None and record.state.step - first_step < steps_needed():
+                record.logger.warn(
+                    f"trainer.profile: the run took {record.state.step - first_step} steps, fewer than the "
+                    f"{steps_needed()} a profile needs: no trace was written",
+                    step=record.state.step,
+                )
             if cfg.trainer.overfit_batches:
                 record.overfit = _judge_overfit(record.state, len(data.train), record.logger)
             if data.test is not None:

@@ -288,6 +288,7 @@ def fit(
     logger: RunLogger,
     checkpointer: Checkpointer,
     after_epoch: Callable[[RunState], None] = lambda state: None,
+    after_step: Callable[[], None] = lambda: None,
 ) -> RunState:
     """Train from `state` to the settings' epochs (or an early stop), validating after each epoch;
     the checkpointer writes last.pt (and best.pt when the validation accuracy improved).
@@ -295,7 +296,8 @@ def fit(
     `training.forward` (a BatchLoss, perhaps compiled or around DDP) takes the steps, its augmentation
     drawn for each batch from (seed, epoch, batch, rank), so a resumed run draws what an uninterrupted
     one would; `training.model` is the plain module inside it, which `evaluate` runs. `after_epoch(state)`
-    runs once each epoch is logged (e.g. to draw TensorBoard images).
+    runs once each epoch is logged (e.g. to draw TensorBoard images), `after_step()` after each training
+    step (e.g. a profiler's).
     """
     settings, augment, optimizer = training.settings, training.augment, training.optimizer
     wall_start = time.perf_counter() - state.wall_seconds
@@ -352,6 +354,7 @@ def fit(
                 if grad_norms is not None:
                     grad_norms[state.batch] = grad_norm
                 correct += hits
+                after_step()
                 state.batch += 1
                 state.step += 1
                 state.epoch_seen += len(labels)

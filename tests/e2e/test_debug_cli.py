@@ -86,3 +86,21 @@ def test_detect_anomaly_names_a_module_of_the_model_where_the_plain_run_suggests
     plain_step = re.search(r"step (\d+)", one_error_line(plain.stderr))[1]
     assert int(found[2]) <= int(plain_step)  # found at the step the loss went non-finite, or before
     assert metrics(run_dirs(cli.cwd)[-1])["error"] == line.split("error: ", 1)[1]
+
+
+def test_profile_writes_a_trace_of_steps_after_warm_up_and_prints_the_top_operators(cli):
+    import json
+
+    result = cli("train", "trainer.profile=true", "trainer.epochs=1", "trainer.visual_every=null")
+    assert result.returncode == 0, result.stderr
+    assert "trainer.profile: steps 8–12, the top 10 operators by self time" in result.stdout
+    table = result.stdout.split("the top 10 operators by self time")[1]
+    rows = table.split("\n-")[2].splitlines()[1:]  # between the header's rule and the closing one
+    assert "Self CPU" in table and len(rows) == 10 and sum("aten::" in row for row in rows) >= 5
+    (trace,) = run_dirs(cli.cwd)[0].glob("*.pt.trace.json")  # where TensorBoard's profiler plugin looks
+    names = {event.get("name", "") for event in json.loads(trace.read_text())["traceEvents"]}
+    steps = {name for name in names if name.startswith("ProfilerStep")}
+    assert steps == {f"ProfilerStep#{n}" for n in range(7, 12)}  # 0-based: the 8th to the 12th step
+    short = cli("train", "trainer.profile=true", "debug=fast")
+    assert short.returncode == 0, short.stderr
+    assert "trainer.profile: the run took 2 steps, fewer than the 12 a profile needs" in short.stdout

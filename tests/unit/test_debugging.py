@@ -3,12 +3,12 @@ the forward or the backward, and `fit` says at which step; trainer.limit_batches
 
 import pytest
 import torch
+from helpers import loop_settings
 from torch import nn
 
 from cnnlab.data.batches import Preprocess
 from cnnlab.data.sources import Dataset, Split
 from cnnlab.training.anomaly import Anomaly, watch_for_anomalies
-from cnnlab.training.distributed import SINGLE_PROCESS
 from cnnlab.training.loop import BatchLoss, Diverged, LoopSettings, RunState, Training, evaluate, fit, limited
 
 
@@ -85,28 +85,6 @@ def test_finite_steps_and_forwards_only_pass_and_evaluation_is_not_watched():
         assert model(torch.randn(8, 1, 2, 2)).isnan().all()  # evaluation reports its loss instead
 
 
-def settings(**changes) -> LoopSettings:
-    values = dict(
-        epochs=2,
-        batch_size=4,
-        eval_batch_size=4,
-        seed=0,
-        precision="32",
-        checkpoint_every_steps=0,
-        distributed=SINGLE_PROCESS,
-        num_classes=2,
-        clip_grad_norm=None,
-        early_stopping_patience=0,
-        early_stopping_min_delta=0.0,
-        early_stopping_target=None,
-        health_check=0.0,
-        stop_if_stuck=False,
-        detect_anomaly=True,
-        limit_batches=None,
-    )
-    return LoopSettings(**{**values, **changes})
-
-
 class Quiet:
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
@@ -127,7 +105,7 @@ def test_fit_with_detect_anomaly_stops_at_the_step_and_names_the_module(phase):
     model[4].at = 7  # the 7th training step: epoch 2 (4 steps an epoch), its 3rd step
     with pytest.raises(Diverged) as diverged:
         fit(
-            training_of(model, settings()),
+            training_of(model, loop_settings(detect_anomaly=True)),
             Dataset(split, split, None, ["a", "b"]),
             RunState(),
             Quiet(),

@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import (
     DIGITS,
+    loop_settings,
     write_digit_folder,
 )
 from hydra import compose, initialize_config_module
@@ -173,8 +174,7 @@ def test_clip_grad_norm_bounds_the_step_and_the_norm_is_reported_before_clipping
 
 def test_a_non_finite_validation_loss_is_divergence(tmp_path):
     from cnnlab.data.sources import Dataset, Split
-    from cnnlab.training.distributed import SINGLE_PROCESS
-    from cnnlab.training.loop import Diverged, LoopSettings, RunState, Training, fit
+    from cnnlab.training.loop import Diverged, RunState, Training, fit
 
     class NaNInEval(torch.nn.Module):
         def __init__(self) -> None:
@@ -188,24 +188,7 @@ def test_a_non_finite_validation_loss_is_divergence(tmp_path):
     split = Split(torch.randint(0, 256, (16, 1, 2, 2), dtype=torch.uint8), torch.arange(16) % 2)
     model = NaNInEval()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    settings = LoopSettings(
-        epochs=2,
-        batch_size=16,
-        eval_batch_size=16,
-        seed=0,
-        precision="32",
-        checkpoint_every_steps=0,
-        distributed=SINGLE_PROCESS,
-        num_classes=2,
-        clip_grad_norm=None,
-        early_stopping_patience=0,
-        early_stopping_min_delta=0.0,
-        early_stopping_target=None,
-        health_check=0.0,
-        stop_if_stuck=False,
-        detect_anomaly=False,
-        limit_batches=None,
-    )
+    settings = loop_settings(batch_size=16, eval_batch_size=16)
     saved = []
 
     class Logger:
