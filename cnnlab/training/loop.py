@@ -313,8 +313,12 @@ def fit(
     steps = steps_per_epoch(len(train), settings.batch_size, ranks, settings.limit_batches)
     health_step = math.ceil(settings.health_check * steps) if settings.health_check else 0
     # Under float16 the gradient scaler expects overflowing gradients (it skips those steps): forwards only.
-    watching = settings.detect_anomaly and watch_for_anomalies(training.model, settings.precision != "16")
-    with StopSignals(enabled=not ranks.enabled) as stop, watching or nullcontext():
+    watching = (
+        watch_for_anomalies(training.model, backward=settings.precision != "16")
+        if settings.detect_anomaly
+        else nullcontext()
+    )
+    with StopSignals(enabled=not ranks.enabled) as stop, watching:
         while state.epoch < settings.epochs and state.stopped_early is None:
             epoch = state.epoch
             training.model.train()
