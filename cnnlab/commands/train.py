@@ -286,6 +286,8 @@ def _draw_visuals(
             settings.eval_batch_size,
             settings.precision,
             graph=final,
+            # Clipping unscales the gradients in place; otherwise float16's still carry the loss scale.
+            gradient_scale=1.0 if settings.clip_grad_norm is not None else training.scaler.get_scale(),
         )
 
 

@@ -1,4 +1,5 @@
-"""Seeing inside a network: kernels, feature maps, confusion matrix and mistakes, drawn as images.
+"""Seeing inside a network: kernels, feature maps, confusion matrix and mistakes, drawn as images;
+weight and gradient histograms, precision-recall curves and an embedding of penultimate features.
 
 Pure functions of a model and data; `write_visuals` sends them to a TensorBoard writer. Everything is
 drawn with PIL (no matplotlib, and no torchvision: importing it would add a second to every
@@ -6,12 +7,16 @@ drawn with PIL (no matplotlib, and no torchvision: importing it would add a seco
 """
 
 import math
+import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from google.protobuf import text_format
 from PIL import Image, ImageDraw, ImageFont
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch import nn
 
 from cnnlab.data.augment import Augment
@@ -26,6 +31,9 @@ TENSORBOARD_CHANNELS = 16  # channels shown per stage
 TENSORBOARD_EXAMPLES = 10  # feature-map rows: the first test image of each of the first 10 classes
 MISCLASSIFIED_SHOWN = 24
 AUGMENTED_SHOWN = 32  # of the first training batch, as augmented
+EMBEDDING = "penultimate"  # the projector's tensor name, and its folder in each step's directory
+EMBEDDED_SHOWN = 300  # validation images in the embedding projector
+_THUMBNAIL = 32  # side (pixels) of a projector thumbnail: 300 of them make a 576-pixel sprite
 _TILE = 56  # smallest side (pixels) an image or feature map is magnified to, so 8×8 inputs are visible
 _GAP = 4
 _WHITE, _BLACK = (255, 255, 255), (0, 0, 0)
@@ -81,6 +89,50 @@ def stage_outputs(model: nn.Module, inputs: torch.Tensor) -> list[torch.Tensor]:
             handle.remove()
         model.train(training)
     return [latest[size].float() for size in conv_sizes]
+
+
+@torch.inference_mode()
+def penultimate_features(
+    model: nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int, precision: str
+) -> torch.Tensor | None:
+    """What the classifier's last layer reads for uint8 `images`: (N, D) float32 on the CPU; None
+    for a model without a Linear or Conv2d.
+
+    That layer is the last Linear, or the last Conv2d in an all-convolutional net (NiN); a 4-D input
+    is averaged over its positions.
+    """
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    layers = linear or [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not layers:
+        return None
+    captured = []
+
+    def record(module: nn.Module, args: tuple) -> None:
+        features = args[0].float()
+        captured.append((features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)).cpu())
+
+    handle = layers[-1].register_forward_pre_hook(record)
+    training = model.training
+    try:
+        model.eval()
+        for chunk in images.split(batch_size):
+            with autocast(chunk.device, precision):
+                model(preprocess(chunk))
+    finally:
+        handle.remove()
+        model.train(training)
+    return torch.cat(captured)
+
+
+def thumbnails(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) images → float (N, 1 or 3, _THUMBNAIL, _THUMBNAIL) in [0, 1] on the CPU,
+    square because the projector's sprite is a square grid of equal cells."""
+    shown = images[:, :3] if images.shape[1] == 3 else images[:, :1]
+    shown = shown.float().cpu() / 255
+    size = (_THUMBNAIL, _THUMBNAIL)
+    if max(shown.shape[-2:]) <= _THUMBNAIL:  # small inputs (digits) are magnified with crisp pixels
+        return F.interpolate(shown, size=size, mode="nearest")
+    return F.interpolate(shown, size=size, mode="bilinear", antialias=True).clamp(0, 1)
 
 
 def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -349,6 +401,49 @@ def first_of_each_class(labels: torch.Tensor, num_classes: int) -> list[int]:
     return [found[c] for c in sorted(found)]
 
 
+def write_histograms(writer, model: nn.Module, step: int, gradient_scale: float) -> None:
+    """Histograms of each parameter (`weights/<name>`) and of its latest gradient divided by
+    `gradient_scale`, the loss scale it still carries (`gradients/<name>`), at `step`."""
+    for name, parameter in model.named_parameters():
+        writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), step)
+        if parameter.grad is not None:
+            writer.add_histogram(f"gradients/{name}", parameter.grad.float().cpu() / gradient_scale, step)
+
+
+def _embedding_steps(log_dir: Path) -> list[Path]:
+    """The step folders (00005, …) holding an embedding in `log_dir`, by step."""
+    found = [p.parent for p in log_dir.glob(f"*/{EMBEDDING}") if p.parent.name.isdigit()]
+    return sorted(found, key=lambda folder: int(folder.name))
+
+
+def write_embedding(
+    writer, features: torch.Tensor, names: list[str], label_img: torch.Tensor, step: int
+) -> None:
+    """The projector's `penultimate` embedding at `step` (in `<step>/penultimate/` of the run directory).
+
+    The projector's config is rewritten to list every step's embedding found there: a resumed run's
+    writer knows only its own. Steps past `step` were purged from the events by the resume, so their
+    embeddings go too.
+    """
+    log_dir = Path(writer.get_logdir())
+    for folder in _embedding_steps(log_dir):
+        if int(folder.name) >= step:  # the step is redone: torch would warn that its folder exists
+            shutil.rmtree(folder)
+    writer.add_embedding(features, names, label_img, global_step=step, tag=EMBEDDING)
+    config = ProjectorConfig()
+    for folder in _embedding_steps(log_dir):
+        relative = f"{folder.name}/{EMBEDDING}"
+        embedding = config.embeddings.add(
+            tensor_name=f"{EMBEDDING}:{folder.name}",
+            tensor_path=f"{relative}/tensors.tsv",
+            metadata_path=f"{relative}/metadata.tsv",
+        )
+        embedding.sprite.image_path = f"{relative}/sprite.png"
+        embedding.sprite.single_image_dim.extend(label_img.shape[-1:-3:-1])  # width, height
+    text = text_format.MessageToString(config)
+    atomic_write(log_dir / "projector_config.pbtxt", lambda file: file.write(text.encode()))
+
+
 def write_visuals(
     writer,
     model: nn.Module,
@@ -358,37 +453,54 @@ def write_visuals(
     batch_size: int,
     precision: str,
     graph: bool,
+    gradient_scale: float = 1.0,
 ) -> None:
-    """Log kernels, feature maps, the validation confusion matrix, per-class accuracy and mistakes at `step`.
+    """Log kernels, feature maps, weight and gradient histograms, and on the validation split the
+    confusion matrix, per-class accuracy and precision-recall, mistakes and an embedding, at `step`.
 
     `graph`: also log the model graph (torch.jit.trace, a few hundred ms: once per run is enough).
+    `gradient_scale`: the loss scale the parameters' gradients still carry (float16 without clipping).
     """
     training = model.training
-    test, classes = data.val, data.classes  # what the run is judged on while it trains
+    val, classes = data.val, data.classes  # what the run is judged on while it trains
+    write_histograms(writer, model, step, gradient_scale)
     kernels = kernel_grid(model)
     if kernels is not None:
         writer.add_image("kernels/first_conv", kernels, step)
 
-    samples = first_of_each_class(test.labels, len(classes))[:TENSORBOARD_EXAMPLES]
-    sample_images = test.take(torch.tensor(samples))
+    samples = first_of_each_class(val.labels, len(classes))[:TENSORBOARD_EXAMPLES]
+    sample_images = val.take(torch.tensor(samples))
     with torch.inference_mode(), autocast(sample_images.device, precision):
         stages = stage_outputs(model, preprocess(sample_images))
-    names = [classes[int(test.labels[i])] for i in samples]
+    names = [classes[int(val.labels[i])] for i in samples]
     for number, maps in enumerate(stages[:TENSORBOARD_STAGES], start=1):
         first = f", first {TENSORBOARD_CHANNELS}" if maps.shape[1] > TENSORBOARD_CHANNELS else ""
         title = f"stage {number}: {describe(maps)} (input, then channels{first})"
         grid = feature_map_grid(sample_images.cpu(), maps, names, TENSORBOARD_CHANNELS, title)
         writer.add_image(f"features/stage{number}", grid, step)
 
-    predicted = logits_of(model, test, preprocess, batch_size, precision).argmax(dim=1)
-    matrix = confusion_matrix(predicted, test.labels, len(classes))
+    logits = logits_of(model, val, preprocess, batch_size, precision)
+    predicted = logits.argmax(dim=1)
+    probabilities, labels = logits.softmax(dim=1), val.labels.cpu()
+    for index, name in enumerate(classes):
+        if (labels == index).any():  # a class the split lacks has no curve
+            writer.add_pr_curve(f"pr_curve/{name}", labels == index, probabilities[:, index], step)
+    matrix = confusion_matrix(predicted, val.labels, len(classes))
     writer.add_image("eval/confusion_matrix", confusion_figure(matrix, classes), step)
     for name, acc in zip(classes, class_accuracies(matrix).tolist(), strict=True):
         if not math.isnan(acc):
             writer.add_scalar(f"class_acc/{name}", acc, step)
-    mistakes = misclassified_grid(test, predicted, classes, MISCLASSIFIED_SHOWN)
+    mistakes = misclassified_grid(val, predicted, classes, MISCLASSIFIED_SHOWN)
     if mistakes is not None:
         writer.add_image("eval/misclassified", mistakes, step)
+
+    # Evenly spread over the split, so that a split stored class by class still shows every class.
+    shown = torch.linspace(0, len(val) - 1, min(EMBEDDED_SHOWN, len(val))).long()
+    shown_images = val.take(shown)
+    features = penultimate_features(model, shown_images, preprocess, batch_size, precision)
+    if features is not None:
+        shown_names = [classes[label] for label in labels[shown].tolist()]
+        write_embedding(writer, features, shown_names, thumbnails(shown_images), step)
 
     if graph:
         with warnings.catch_warnings():  # add_graph traces with torch.jit, which warns it is deprecated

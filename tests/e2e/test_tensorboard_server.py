@@ -1,4 +1,5 @@
-"""A real viewer: `tensorboard --logdir <run>` on localhost lists a cnnlab run's scalar and image tags."""
+"""A real viewer: `tensorboard --logdir <run>` on localhost lists a cnnlab run's scalars, images,
+histograms, precision-recall curves and projector embeddings."""
 
 import json
 import os
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -27,24 +29,25 @@ def get_json(url: str):
         return json.loads(response.read())
 
 
-def wait_for_tags(base: str, plugin: str, server: subprocess.Popen) -> dict:
-    """Poll the plugin's tags endpoint until the run appears (TensorBoard loads events in the background)."""
+def wait_for(url: str, server: subprocess.Popen):
+    """Poll `url` until it answers something non-empty (TensorBoard loads runs in the background)."""
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         assert server.poll() is None, server.communicate()[1][-2000:]
         try:
-            tags = get_json(f"{base}/data/plugin/{plugin}/tags")
-            if tags:
-                return tags
+            answer = get_json(url)
+            if answer:
+                return answer
         except (urllib.error.URLError, ConnectionError):
             pass  # not listening yet
         time.sleep(0.5)
-    raise AssertionError(f"TensorBoard listed no {plugin} tags within {STARTUP_SECONDS} s")
+    raise AssertionError(f"TensorBoard answered nothing at {url} within {STARTUP_SECONDS} s")
 
 
-def test_tensorboard_lists_the_runs_scalars_and_images(tmp_path):
+def test_tensorboard_lists_the_runs_scalars_images_histograms_pr_curves_and_embeddings(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("train", "trainer.epochs=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    args = ("trainer.epochs=2", "trainer.visual_every=1", f"hydra.run.dir={run_dir}")
+    result = run_cli("train", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
 
     port = free_port()
@@ -58,8 +61,17 @@ def test_tensorboard_lists_the_runs_scalars_and_images(tmp_path):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        scalars = wait_for_tags(base, "scalars", server)
-        images = wait_for_tags(base, "images", server)
+        scalars, images, histograms, pr_curves = (
+            wait_for(f"{base}/data/plugin/{plugin}/tags", server)
+            for plugin in ("scalars", "images", "histograms", "pr_curves")
+        )
+        (projector_run,) = wait_for(f"{base}/data/plugin/projector/runs", server)
+        projector = get_json(f"{base}/data/plugin/projector/info?run={projector_run}")
+        # the first embedding's points, as the projector's browser code fetches them (float32 bytes)
+        first = projector["embeddings"][0]["tensorName"]
+        query = urllib.parse.urlencode({"run": projector_run, "name": first, "num_rows": 1000})
+        with urllib.request.urlopen(f"{base}/data/plugin/projector/tensor?{query}", timeout=5) as response:
+            points = len(response.read()) // 4
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -78,4 +90,15 @@ def test_tensorboard_lists_the_runs_scalars_and_images(tmp_path):
         "eval/confusion_matrix",
         "eval/misclassified",
     }
+    parameters = ("features.0.weight", "features.1.weight", "features.1.bias")  # the first conv, its BN
+    assert {tag.split("/")[0] for tag in histograms[run]} == {"weights", "gradients"}
+    assert {f"{kind}/{name}" for kind in ("weights", "gradients") for name in parameters} <= set(
+        histograms[run]
+    ), sorted(histograms[run])
+    assert set(pr_curves[run]) == {f"pr_curve/{digit}" for digit in range(10)}
+    embeddings = projector["embeddings"]
+    assert [e["tensorName"] for e in embeddings] == ["penultimate:00001", "penultimate:00002"]
+    shapes = [e["tensorShape"] for e in embeddings]
+    assert shapes == [[142, 128]] * 2  # digits' 142 validation images, lenet_modern's 128 features
+    assert points == 142 * 128
     assert images[run]["eval/confusion_matrix"]["samples"] == 1

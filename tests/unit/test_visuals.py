@@ -21,7 +21,11 @@ from cnnlab.training.visuals import (
     first_of_each_class,
     kernel_grid,
     misclassified_grid,
+    penultimate_features,
     stage_outputs,
+    thumbnails,
+    write_embedding,
+    write_histograms,
     write_visuals,
 )
 
@@ -38,20 +42,32 @@ def book_sized_lenet_modern() -> nn.Module:
     return create_model("lenet_modern", 1, 10, (28, 28), **options)
 
 
-def test_a_visuals_call_takes_well_under_a_second():
+def test_a_visuals_call_takes_well_under_a_second(tmp_path):
     model = book_sized_lenet_modern()
     data = load_dataset("digits", {"test_fraction": 0.2, "split_seed": 0}, 0.1, 0)
     preprocess = Preprocess((28, 28))
 
     class Discard:  # a writer that keeps what would be written
         def __init__(self) -> None:
-            self.images, self.scalars = [], []
+            self.images, self.scalars, self.histograms, self.pr_curves, self.embeddings = [], [], [], [], []
 
         def add_image(self, tag, image, step) -> None:
             self.images.append((tag, image.shape, image.dtype))
 
         def add_scalar(self, tag, value, step) -> None:
             self.scalars.append(tag)
+
+        def add_histogram(self, tag, values, step) -> None:
+            self.histograms.append(tag)
+
+        def add_pr_curve(self, tag, labels, predictions, step) -> None:
+            self.pr_curves.append(tag)
+
+        def add_embedding(self, features, metadata, label_img, global_step, tag) -> None:
+            self.embeddings.append((tag, features.shape, len(metadata), label_img.shape))
+
+        def get_logdir(self) -> str:
+            return str(tmp_path)
 
         def flush(self) -> None:
             pass
@@ -65,6 +81,81 @@ def test_a_visuals_call_takes_well_under_a_second():
     assert {tag for tag, _, _ in writer.images} == IMAGE_TAGS
     assert all(shape[0] == 3 and dtype == torch.uint8 for _, shape, dtype in writer.images)
     assert len(writer.scalars) == 20  # 10 per-class accuracies per call
+    parameters = [name for name, _ in model.named_parameters()]
+    # no gradients yet: weights only, once per call
+    assert writer.histograms == [f"weights/{name}" for name in parameters] * 2
+    assert writer.pr_curves[:10] == [f"pr_curve/{digit}" for digit in range(10)]
+    # all of digits' 142 validation images, by the 84 features lenet's last Linear reads, as 32×32 thumbnails
+    assert writer.embeddings[0] == ("penultimate", (142, 84), 142, (142, 1, 32, 32))
+
+
+def test_penultimate_features_are_what_the_last_linear_or_conv_reads():
+    model = book_sized_lenet_modern()
+    images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
+    features = penultimate_features(model, images, Preprocess((28, 28)), 2, "32")
+    (*_, head) = (m for m in model.modules() if isinstance(m, nn.Linear))
+    assert head.in_features == 84 and features.shape == (5, 84) and features.dtype == torch.float32
+
+    # an all-convolutional net: the last Conv2d's input, averaged over its positions
+    convolutional = nn.Sequential(nn.Conv2d(1, 7, 3), nn.ReLU(), nn.Conv2d(7, 10, 1), nn.AdaptiveAvgPool2d(1))
+    seen = {}
+    convolutional[2].register_forward_pre_hook(lambda module, args: seen.update(x=args[0]))
+    features = penultimate_features(convolutional, images, Preprocess((28, 28)), 5, "32")
+    assert features.shape == (5, 7)
+    torch.testing.assert_close(features, seen["x"].mean(dim=(2, 3)))
+    assert penultimate_features(nn.Flatten(), images, Preprocess((28, 28)), 5, "32") is None
+
+
+def test_thumbnails_are_square_unit_range_and_keep_grey_or_colour():
+    grey = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    small = thumbnails(grey)
+    assert small.shape == (3, 1, 32, 32)
+    torch.testing.assert_close(small[:, :, ::4, ::4], grey.float() / 255)  # magnified with crisp pixels
+    colour = thumbnails(torch.full((2, 3, 96, 64), 255, dtype=torch.uint8))
+    assert colour.shape == (2, 3, 32, 32) and float(colour.min()) == float(colour.max()) == 1.0
+
+
+def test_gradient_histograms_take_off_the_loss_scale():
+    class Keep:
+        def __init__(self) -> None:
+            self.values = {}
+
+        def add_histogram(self, tag, values, step) -> None:
+            self.values[tag] = values
+
+    layer = nn.Linear(3, 2)
+    (layer(torch.ones(4, 3)).sum() * 1024).backward()  # as a float16 run's scaled loss leaves them
+    writer = Keep()
+    write_histograms(writer, layer, 1, gradient_scale=1024.0)
+    assert set(writer.values) == {"weights/weight", "weights/bias", "gradients/weight", "gradients/bias"}
+    torch.testing.assert_close(writer.values["gradients/bias"], torch.full((2,), 4.0))
+    torch.testing.assert_close(writer.values["weights/weight"], layer.weight.detach())
+
+
+def test_a_resumed_runs_projector_lists_every_step_and_drops_purged_ones(tmp_path):
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+    from torch.utils.tensorboard import SummaryWriter
+
+    def embed(steps: list[int]) -> None:
+        writer = SummaryWriter(tmp_path)  # each call is one process's writer, as in a run and its resume
+        for step in steps:
+            features = torch.full((4, 3), float(step))
+            write_embedding(writer, features, list("abcd"), torch.zeros(4, 1, 32, 32), step)
+        writer.close()
+
+    def listed() -> list[str]:
+        config = text_format.Parse((tmp_path / "projector_config.pbtxt").read_text(), ProjectorConfig())
+        return [embedding.tensor_name for embedding in config.embeddings]
+
+    embed([5, 10])
+    embed([15])  # resumed from epoch 10's checkpoint
+    assert listed() == ["penultimate:00005", "penultimate:00010", "penultimate:00015"]
+    embed([10])  # resumed from epoch 9's: 10 is redone and 15 never happened
+    assert listed() == ["penultimate:00005", "penultimate:00010"]
+    assert sorted(p.name for p in tmp_path.glob("000*")) == ["00005", "00010"]
+    rows = (tmp_path / "00010" / "penultimate" / "tensors.tsv").read_text().split()
+    assert [float(value) for value in rows] == [10.0] * 12
 
 
 def test_stages_of_lenet_are_the_activations_after_each_convolution():
