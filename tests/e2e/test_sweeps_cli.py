@@ -88,7 +88,9 @@ def test_each_job_logs_its_overrides_and_results_for_the_hparams_dashboard(jobli
     found = metrics(finished)
     assert results["hparams/best_val_acc"] == pytest.approx(found["best"]["val/acc"])
     assert results["hparams/final_train_loss"] == pytest.approx(found["final"]["train/loss"])
-    assert [p.name for p in finished.iterdir() if p.is_dir()] == [".hydra"]  # no add_hparams sub-run
+    # No add_hparams sub-run: the only folders are Hydra's and the projector's (<epoch>/penultimate).
+    folders = sorted(p.name for p in finished.iterdir() if p.is_dir())
+    assert folders == [".hydra", "00002"] and (finished / "00002" / "penultimate").is_dir()
     events = EventAccumulator(str(failed))
     events.Reload()
     with pytest.raises(KeyError):  # a diverged run has no results to compare
