@@ -128,11 +128,14 @@ def wait_for_file(root: Path, pattern: str, timeout: float = 120) -> Path:
     raise AssertionError(f"no {pattern} under {root} after {timeout:.0f} s")
 
 
-def wait_for_checkpoint_step(run_root: Path, step: int, timeout: float = 120) -> Path:
-    """Wait until some run's last.pt records at least `step` optimizer steps; return that run dir."""
+def wait_for_checkpoint_step(
+    run_root: Path, step: int, timeout: float = 120, runs: str = "outputs/train/*/*"
+) -> Path:
+    """Wait until the last.pt of some run (a directory matching `runs` under `run_root`) records at least
+    `step` optimizer steps; return that run dir."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for last in run_root.glob("outputs/train/*/*/last.pt"):
+        for last in run_root.glob(f"{runs}/last.pt"):
             try:
                 if torch.load(last, weights_only=True)["state"]["step"] >= step:
                     return last.parent

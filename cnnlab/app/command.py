@@ -23,9 +23,10 @@ _NO_JOB_FLAGS = ("help", "hydra_help", "info", "shell_completion")
 class HydraCommand:
     """A cnnlab command run as a Hydra app: its module (cnnlab.commands.<config name>) has `check(cfg)`,
     which validates before any work and returns the plan to run (the parsed values, or the config
-    itself), `run(plan)`, which does the work, and optionally `prepare(overrides)`, which
-    rewrites the user's overrides before composing (e.g. a resume adds the run's own). The module is
-    imported only when a job runs: `--help` and shell completion never import torch."""
+    itself), `run(plan)`, which does the work, and optionally `prepare(overrides, multirun)`,
+    which rewrites the user's overrides before composing (e.g. a resume adds the run's own), and
+    `continue_job(cfg)`, which makes a sweep job run again continue its work. The module is imported
+    only when a job runs: `--help` and shell completion never import torch."""
 
     name: str
     about: str  # one line, for `cnnlab --help`
@@ -62,7 +63,8 @@ class HydraCommand:
         try:
             overrides = args.overrides
             if runs_a_job:
-                overrides = getattr(self.commands, "prepare", lambda given: given)(overrides)
+                prepare = getattr(self.commands, "prepare", lambda given, _: given)
+                overrides = prepare(overrides, args.multirun)
                 for number, job in enumerate(_expand_sweep(overrides) if args.multirun else [overrides]):
                     cfg = self.compose(job)
                     if not args.cfg:  # --cfg only prints the config: show it even when incomplete
@@ -120,28 +122,50 @@ class HydraCommand:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        from cnnlab.runs.jobs import recorded_job
-
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             try:
                 return self._work(cfg)
             except CnnlabError as error:
                 print_error(f"cnnlab {self.name}", str(error))
                 raise SystemExit(error.exit_code) from None
-        try:
-            with recorded_job() as job:
-                return self._work(cfg)
-        except CnnlabError as error:
-            print_error(f"cnnlab {self.name}", job.summary)
-            if error.exit_code >= 128:  # Ctrl-C or SIGTERM: the user stops the whole sweep
-                raise SystemExit(error.exit_code) from None
-            # The sweep goes on; Optuna's sweeper records a trial that returns None as failed.
+        return self._job(cfg)
+
+    def _job(self, cfg: DictConfig) -> Any:
+        """One job of a multirun, recorded; skipped when an earlier launch of the sweep finished it, run
+        again (its command's `continue_job(cfg)` picks up its work) when it did not, and retried up to
+        sweep.retries times when it fails."""
+        from hydra.core.hydra_config import HydraConfig
+
+        from cnnlab.runs.jobs import earlier_job, recorded_job
+        from cnnlab.training.loop import Diverged
+
+        hydra = HydraConfig.get()
+        exclude = list(hydra.job.config.override_dirname.exclude_keys)
+        job = earlier_job(Path(hydra.sweep.dir), hydra.job.num, list(hydra.overrides.task), exclude)
+        if job is not None and job.status == "finished":
+            console.print(f"job {job.num} ({job.label}): finished when the sweep last ran: skipped")
             return None
-        except Exception:  # not foreseen (a bug, a library's error): recorded, and the sweep goes on
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print_error(f"cnnlab {self.name}", job.summary)
-            return None
+        retries = cfg.sweep.retries if "sweep" in cfg else 0
+        for attempt in range(retries + 1):
+            if job is not None:  # an attempt before this one ran: the run continues from what it left
+                cfg = getattr(self.commands, "continue_job", lambda cfg: cfg)(cfg)
+            try:
+                with recorded_job(job) as job:
+                    return self._work(cfg)
+            except CnnlabError as error:
+                print_error(f"cnnlab {self.name}", job.summary)
+                if error.exit_code >= 128:  # Ctrl-C or SIGTERM: the user stops the whole sweep
+                    raise SystemExit(error.exit_code) from None
+                if isinstance(error, Diverged) and not (retries and cfg.sweep.retry_diverged):
+                    break  # a run diverges again where it did (exact resume), unless asked to try
+            except Exception:  # not foreseen (a bug, a library's error): recorded, and the sweep goes on
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print_error(f"cnnlab {self.name}", job.summary)
+            if attempt < retries:
+                console.print(f"job {job.num} ({job.label}): retrying (retry {attempt + 1} of {retries})")
+        # The sweep goes on; Optuna's sweeper records a trial that returns None as failed.
+        return None
 
     def _work(self, cfg: DictConfig) -> Any:
         plan = self.check(cfg)

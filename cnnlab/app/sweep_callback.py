@@ -13,9 +13,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnlab.console import print_error
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.runs import report
-from cnnlab.runs.jobs import plan_jobs, read_jobs
+from cnnlab.runs.jobs import check_relaunch, plan_jobs, read_jobs
 
 # The jobs of this process's multirun that did not finish, one line each: HydraCommand empties the
 # list before it runs Hydra and exits 1 when the multirun leaves any.
@@ -29,7 +29,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a SLURM launch on a machine that is not part of a SLURM cluster; quiet Optuna's
-        info lines; plan the jobs."""
+        info lines; plan the jobs (a grid sweep launched again into its directory: check it is the same)."""
         launcher = str(config.hydra.launcher.get("_target_", ""))
         if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
             print_error(
@@ -43,9 +43,23 @@ class SweepReport(Callback):
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
         sweep_dir = Path(config.hydra.sweep.dir)
+        command = f"cnnlab {config.hydra.job.name}"
+        try:
+            if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+                jobs = planned_jobs(list(config.hydra.overrides.task))
+                exclude = list(config.hydra.job.config.override_dirname.exclude_keys)
+                check_relaunch(sweep_dir, jobs, exclude)
+                plan_jobs(sweep_dir, jobs, exclude)
+            elif read_jobs(sweep_dir):
+                raise ConfigError(
+                    f"hydra.sweep.dir={sweep_dir} holds an earlier sweep, and only a grid sweep (not "
+                    f"{config.hydra.sweeper._target_.rpartition('.')[2]}) can be launched again into its "
+                    "directory: choose a new hydra.sweep.dir"
+                )
+        except ConfigError as error:
+            print_error(command, str(error))
+            raise SystemExit(2) from None
         active[:] = [sweep_dir, config.hydra.job.name]
-        if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
-            plan_jobs(sweep_dir, planned_jobs(list(config.hydra.overrides.task)))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Report the sweep's runs (if it made any) and note which jobs failed."""

@@ -27,7 +27,13 @@ from cnnlab.runs.jobs import update_resumed_job
 from cnnlab.runs.layout import RunDir
 from cnnlab.runs.lock import RunLock, refuse_if_locked
 from cnnlab.runs.report import book_result
-from cnnlab.runs.resume import check_work_left, find_run_to_resume, reconcile, resume_overrides
+from cnnlab.runs.resume import (
+    check_work_left,
+    find_run_to_resume,
+    reconcile,
+    resume_overrides,
+    sweep_resume_overrides,
+)
 from cnnlab.training import distributed
 from cnnlab.training.build import build_training, load_data
 from cnnlab.training.checkpoint import Checkpointer, load_checkpoint, set_rng_state
@@ -50,7 +56,18 @@ from cnnlab.training.visuals import augmented_grid, write_visuals
 
 def check(cfg: DictConfig) -> DictConfig:
     """Validate the whole config before any work; the plan is the checked config itself."""
+    checks.integer(cfg, "sweep.retries", 0, example=2)
+    checks.boolean(cfg, "sweep.retry_diverged")
     return check_training(cfg)
+
+
+def continue_job(cfg: DictConfig) -> DictConfig:
+    """A sweep job run again (a resumed sweep, a retry): its run continues from its last.pt, exactly as
+    a resume does; without one it starts again."""
+    last = RunDir(Path(HydraConfig.get().runtime.output_dir)).last
+    if last.is_file():
+        cfg.trainer.resume = str(last)
+    return cfg
 
 
 def run(cfg: DictConfig) -> float:
@@ -61,8 +78,10 @@ def run(cfg: DictConfig) -> float:
     if cfg.trainer.resume is not None:
         payload = load_checkpoint(Path(cfg.trainer.resume))
         done = int(payload["state"].get("epoch", 0))
-        cfg, changes = reconcile(cfg, payload["config"], list(HydraConfig.get().overrides.task), done)
-        check_work_left(run_dir, done, cfg.trainer.epochs, cfg.scheduler.name)
+        typed = list(HydraConfig.get().overrides.task)
+        cfg, changes = reconcile(cfg, payload["config"], typed, done)
+        if any(o.startswith("trainer.resume=") for o in typed):  # a sweep job's retry may have no epoch left
+            check_work_left(run_dir, done, cfg.trainer.epochs, cfg.scheduler.name)
         check_training(cfg)  # the config the resume runs with, allowed changes applied
     device = resolve_device(cfg.trainer.device, "trainer.device")
     ranks = distributed.from_environment(device.type)
@@ -172,7 +191,10 @@ def _open_run(
     text = OmegaConf.to_yaml(config)
     atomic_write(RunDir(run_dir).config, lambda file: file.write(text.encode()))
     resumed = cfg.trainer.resume is not None
-    logger = RunLogger(run_dir, training.settings.epochs, purge_step=state.epoch + 1 if resumed else None)
+    # A resume drops the events logged after its checkpoint; a job started again drops its earlier try's.
+    again = not resumed and any(run_dir.glob("events.out.tfevents.*"))
+    purge_step = state.epoch + 1 if resumed else 0 if again else None
+    logger = RunLogger(run_dir, training.settings.epochs, purge_step=purge_step)
     _announce(cfg, training, data, state, resumed, changes, logger)
     logger.text("config", f"```\n{text}```")
     if training.augment is not None and state.step == 0 and cfg.trainer.visual_every is not None:
@@ -318,6 +340,8 @@ def _announce(
     size = training.input_size
     parameters = sum(p.numel() for p in training.model.parameters())
     action = f"resuming at epoch {state.epoch + 1}" if resumed else "training"
+    if resumed and state.epoch >= training.settings.epochs:  # a sweep job that failed after training
+        action = f"resuming after its last epoch ({state.epoch})"
     logger.info(
         f"{action} {cfg.model.name} ({parameters:,} parameters) on {cfg.dataset.name} "
         f"({_describe_splits(data)}, {size[0]}×{size[1]}) "
@@ -474,9 +498,11 @@ def _print_result(
     console.print(f"view it:       tensorboard --logdir {shlex.quote(str(run_dir))}")
 
 
-def prepare(overrides: list[str]) -> list[str]:
+def prepare(overrides: list[str], multirun: bool) -> list[str]:
     """`trainer.resume=<run dir|checkpoint|latest>`: continue that run in its own directory; a run
-    directory another process is training in is refused before anything is written to it."""
+    directory another process is training in is refused before anything is written to it.
+    `sweep.resume=<sweep dir|latest>` (with -m): launch the sweep again into that directory."""
+    overrides = _sweep_to_resume(overrides, multirun)
     rank = int(os.environ.get("RANK", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not any(
         o.startswith("hydra.run.dir=") for o in overrides
@@ -504,3 +530,16 @@ def _occupied(run_dir: Path) -> ConfigError:
         f"{run_dir} already holds a run (its last.pt); continue it with "
         f"trainer.resume={shlex.quote(str(run_dir))}, or train into another hydra.run.dir"
     )
+
+
+def _sweep_to_resume(overrides: list[str], multirun: bool) -> list[str]:
+    """sweep.resume=<dir|latest> as the hydra.sweep.dir it names (with -m only)."""
+    typed = [o.split("=", 1)[1].strip("'\"") for o in overrides if o.startswith("sweep.resume=")]
+    if not typed or typed[-1] in ("null", ""):
+        return overrides
+    if not multirun:
+        raise ConfigError(
+            f"sweep.resume={typed[-1]} resumes a sweep: add -m and the sweep's own overrides "
+            f"(cnnlab train -m <the sweep's overrides> sweep.resume={typed[-1]})"
+        )
+    return sweep_resume_overrides(typed[-1], [o for o in overrides if not o.startswith("sweep.resume=")])

@@ -7,7 +7,8 @@ Launchers run jobs in this process (basic), in worker processes (joblib) or on o
 else still has a record. A job killed on the way (out of memory, a time limit, kill -9) cannot write:
 its record says running, and it is read as interrupted once its process is gone. A sweep plans its
 jobs when it starts (status pending), so jobs never launched (a Ctrl-C, a crash) are listed too. A
-resume of a job's run directory updates its record.
+resume of a job's run directory updates its record. A sweep launched again into its directory
+(a resumed sweep) skips its finished jobs and runs the others again, counting each job's attempts.
 """
 
 import json
@@ -22,7 +23,8 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 
 from cnnlab.console import write_json
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.runs.hparams import override_values
 
 JOBS_DIR = ".jobs"
 
@@ -41,6 +43,7 @@ class JobRecord:
     host: str
     started: float  # Unix time
     ended: float | None
+    attempts: int = 1  # launches of the job, counting retries and resumed sweeps (0: pending)
 
     @property
     def summary(self) -> str:
@@ -50,8 +53,9 @@ class JobRecord:
 
 
 @contextmanager
-def recorded_job() -> Iterator[JobRecord]:
-    """Record the current Hydra job: running now, then finished, or failed with the error's line."""
+def recorded_job(earlier: JobRecord | None) -> Iterator[JobRecord]:
+    """Record the current Hydra job: running now, then finished, or failed with the error's line;
+    `earlier`: the job's record before this attempt (None: none)."""
     hydra = HydraConfig.get()
     sweep_dir = Path(hydra.sweep.dir).absolute()
     record = JobRecord(
@@ -65,6 +69,7 @@ def recorded_job() -> Iterator[JobRecord]:
         host=socket.gethostname(),
         started=time.time(),
         ended=None,
+        attempts=(earlier.attempts if earlier else 0) + 1,
     )
     _write(sweep_dir, record)
     try:
@@ -93,14 +98,47 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def plan_jobs(sweep_dir: Path, jobs: list[list[str]]) -> None:
-    """Record each job a sweep will launch as pending (a job's own record replaces its plan)."""
+def plan_jobs(sweep_dir: Path, jobs: list[list[str]], exclude: list[str]) -> None:
+    """Record each job a sweep will launch as pending (a job's own record replaces its plan); its
+    label is Hydra's override_dirname, without the `exclude`d keys."""
     for num, overrides in enumerate(jobs):
         if (sweep_dir / JOBS_DIR / f"{num}.json").exists():
             continue  # a sweep run again into its directory: the job's record stands
-        label = ",".join(sorted(overrides)) or "defaults"
-        record = JobRecord(num, label, overrides, f"{num}_{label}", "pending", None, 0, "", time.time(), None)
+        label = ",".join(sorted(o for o in overrides if o.split("=", 1)[0] not in exclude)) or "defaults"
+        record = JobRecord(
+            num, label, overrides, f"{num}_{label}", "pending", None, 0, "", time.time(), None, attempts=0
+        )
         _write(sweep_dir, record)
+
+
+def same_job(record: JobRecord, overrides: list[str], exclude: list[str]) -> bool:
+    """Whether `record` is of a job with these overrides (but for the `exclude`d keys, which name no
+    setting: trainer.resume, sweep.retries)."""
+    return override_values(record.overrides, exclude) == override_values(overrides, exclude)
+
+
+def earlier_job(sweep_dir: Path, num: int, overrides: list[str], exclude: list[str]) -> JobRecord | None:
+    """Job `num`'s record from an earlier launch of this sweep (None: none, or a plan not yet run)."""
+    for record in read_jobs(sweep_dir):
+        if record.num == num and record.status != "pending" and same_job(record, overrides, exclude):
+            return record
+    return None
+
+
+def check_relaunch(sweep_dir: Path, jobs: list[list[str]], exclude: list[str]) -> None:
+    """A sweep launched again into `sweep_dir` must be the same sweep, none of whose jobs still runs."""
+    for record in read_jobs(sweep_dir):
+        if record.num < len(jobs) and not same_job(record, jobs[record.num], exclude):
+            raise ConfigError(
+                f"hydra.sweep.dir={sweep_dir} holds a different sweep (its job {record.num} ran "
+                f"{record.label}): resume it with the command that launched it, or choose a new "
+                "hydra.sweep.dir"
+            )
+        if record.status == "running":
+            raise ConfigError(
+                f"job {record.num} of the sweep in {sweep_dir} is still running (PID {record.pid} on "
+                f"{record.host}): wait for it to end, or stop it, before launching the sweep again"
+            )
 
 
 def read_jobs(sweep_dir: Path) -> list[JobRecord]:

@@ -44,7 +44,9 @@ STATUS_STYLES = {
     "running": "cyan",
     "pending": "dim",
 }
-NUMERIC_COLUMNS = {"best val acc", "test acc", "book", "final train loss", "epochs", "wall time", "images/s"}
+NUMERIC_COLUMNS = {
+    "best val acc", "test acc", "book", "final train loss", "epochs", "wall time", "images/s", "attempts"
+}  # fmt: skip
 _ABSENT = object()  # OmegaConf.select's answer for a key the config does not have
 HINT = "give a sweep directory (outputs/train-sweeps/<date>/<time>) or outputs/ for every run"
 
@@ -61,6 +63,7 @@ class Run:
     metrics: dict[str, Any]  # metrics.json ({}: never written)
     status: str
     error: str | None
+    attempts: int | None = None  # a multirun job's launches (retries, resumed sweeps); None: no job
 
     def setting(self, key: str) -> str:
         """This run's value of a config key or group, as text ("" when unknown)."""
@@ -175,9 +178,14 @@ def publish(runs: list[Run], root: Path, by: list[str] | None = None) -> None:
     grouping = grouping_keys(runs, keys, by)
     books = any(run.metrics.get("book") for run in runs)  # the book's column only beside book runs
     results = ["best val acc", "test acc", *(["book"] if books else [])]
-    results += ["final train loss", "epochs", "wall time", "images/s", "status"]
+    results += ["final train loss", "epochs", "wall time", "images/s"]
+    retried = any((run.attempts or 0) > 1 for run in runs)  # the attempts column only when one ran again
+    results += [*(["attempts"] if retried else []), "status"]
     headers = ["run", *keys, *results]
-    rows = [[_label(run, root), *(run.setting(key) for key in keys), *_results(run, books)] for run in runs]
+    rows = [
+        [_label(run, root), *(run.setting(key) for key in keys), *_results(run, books, retried)]
+        for run in runs
+    ]
     table = Table()
     for header in headers:
         table.add_column(header, justify="right" if header in NUMERIC_COLUMNS else "left")
@@ -296,6 +304,7 @@ def _parse_run(directory: Path, job: tuple[Path, JobRecord] | None) -> Run:
         metrics=metrics,
         status=status or "unknown",
         error=error,
+        attempts=record.attempts if record else None,
     )
 
 
@@ -344,7 +353,7 @@ def _label(run: Run, root: Path) -> str:
     return f"{sweep}/{run.job[1]}" if sweep.parts else str(run.job[1])
 
 
-def _results(run: Run, books: bool) -> list[str]:
+def _results(run: Run, books: bool, retried: bool) -> list[str]:
     final, metrics = run.metrics.get("final", {}), run.metrics
     best, book = run.best_val_acc, metrics.get("book")
     return [
@@ -355,6 +364,7 @@ def _results(run: Run, books: bool) -> list[str]:
         f"{metrics['epochs']}/{metrics['epochs_planned']}" if metrics else "",
         f"{metrics['wall_time_s']:.1f} s" if metrics else "",
         f"{metrics['images_per_s']:,.0f}" if metrics.get("images_per_s") else "",
+        *([str(run.attempts or "")] if retried else []),
         run.status,
     ]
 
@@ -370,7 +380,7 @@ def _markdown(headers: list[str], rows: list[list[str]]) -> str:
 def _csv(runs: list[Run], keys: list[str], root: Path) -> str:
     fields = ["best_val_acc", "best_epoch", "test_acc", "test_loss", "book_test_acc", "book_section"]
     fields += ["final_val_acc", "final_train_loss", "epochs", "epochs_planned"]
-    fields += ["wall_time_s", "images_per_s", "status", "error"]
+    fields += ["wall_time_s", "images_per_s", "attempts", "status", "error"]
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["run", *keys, *fields])
@@ -390,6 +400,7 @@ def _csv(runs: list[Run], keys: list[str], root: Path) -> str:
             metrics.get("epochs_planned"),
             metrics.get("wall_time_s"),
             metrics.get("images_per_s"),
+            run.attempts,
             run.status,
             run.error,
         ]

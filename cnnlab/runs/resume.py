@@ -14,6 +14,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import ConfigError
+from cnnlab.runs.jobs import JOBS_DIR
 from cnnlab.runs.layout import LAST, RunDir, run_roots
 
 # Keys a resume may change: none of them alters what the remaining steps compute, given the same data.
@@ -28,6 +29,8 @@ RESUMABLE_CHANGES = (
     "dataset.loader.download",
     "dataset.loader.cache_dir",
     "dataset.loader.workers",
+    "sweep.retries",  # how a sweep treats the job, not what it computes
+    "sweep.retry_diverged",
 )
 # Options added to cnnlab after a run was saved take, for that run, the value that reproduces how it
 # ran before they existed (a run saved before validation splits validated on the test split; LeNet
@@ -69,6 +72,28 @@ def resume_overrides(target: Path, extra: list[str]) -> list[str]:
         f"hydra.run.dir={_quote(checkpoint.parent)}",
         "hydra.output_subdir=null",
     ]
+
+
+def sweep_resume_overrides(target: str, extra: list[str]) -> list[str]:
+    """The overrides that launch a sweep again into its directory `target` (a path, or latest: the
+    sweep under outputs/ whose jobs ran last), after the user's `extra` (the sweep's own)."""
+    sweep = _latest_sweep() if target == "latest" else Path(target)
+    if not (sweep / JOBS_DIR).is_dir():
+        raise ConfigError(
+            f"sweep.resume={target}: {sweep} holds no sweep (no {JOBS_DIR}/ folder); give a sweep "
+            "directory (outputs/train-sweeps/<date>/<time>) or sweep.resume=latest"
+        )
+    return [*extra, f"hydra.sweep.dir={_quote(sweep)}"]
+
+
+def _latest_sweep() -> Path:
+    jobs = [path for path in run_roots()[1].glob(f"*/*/{JOBS_DIR}") if path.is_dir()]
+    if not jobs:
+        raise ConfigError(
+            f"sweep.resume=latest: no sweep under {run_roots()[1]}; pass the sweep directory instead "
+            "(sweep.resume=outputs/train-sweeps/<date>/<time>)"
+        )
+    return max(jobs, key=lambda path: path.stat().st_mtime).parent
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -190,6 +190,11 @@ BAD = [
     ),
     (["train", "trainer.resume=/no/such/run"], "no last.pt in /no/such/run"),
     (["train", "trainer.resume=latest"], "trainer.resume=latest: no run under outputs/"),
+    (["train", "sweep.retries=-1"], "sweep.retries must be an integer ≥ 0, got -1"),
+    (["train", "sweep.retry_diverged=2"], "sweep.retry_diverged must be true or false, got 2"),
+    (["train", "sweep.resume=latest"], "sweep.resume=latest resumes a sweep: add -m and the sweep's own"),
+    (["train", "-m", "sweep.resume=latest"], "sweep.resume=latest: no sweep under outputs/train-sweeps"),
+    (["train", "-m", "sweep.resume=nowhere", "trainer.seed=0,1"], "nowhere holds no sweep (no .jobs/"),
     (["train", "-m", "optimizer.lr=0.1,abc"], "optimizer.lr must be a number > 0, got 'abc'"),
     (
         ["train", "optimizer.lr=0.1,0.01"],
