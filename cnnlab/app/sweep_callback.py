@@ -5,16 +5,18 @@ workers, submitit or SLURM), and learns how each job ended from the job records 
 (cnnlab.runs.jobs), never from memory.
 """
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
-from cnnlab.console import print_error
+from cnnlab.app import checks
+from cnnlab.console import console, print_error
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.runs import report
+from cnnlab.runs import gpu_pool, report
 from cnnlab.runs.jobs import check_relaunch, plan_jobs, read_jobs
 
 # The jobs of this process's multirun that did not finish, one line each: HydraCommand empties the
@@ -29,7 +31,8 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a SLURM launch on a machine that is not part of a SLURM cluster; quiet Optuna's
-        info lines; plan the jobs (a grid sweep launched again into its directory: check it is the same)."""
+        info lines; plan the jobs (a grid sweep launched again into its directory: check it is the same);
+        give each concurrent joblib job its own GPU."""
         launcher = str(config.hydra.launcher.get("_target_", ""))
         if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
             print_error(
@@ -56,6 +59,8 @@ class SweepReport(Callback):
                     f"{config.hydra.sweeper._target_.rpartition('.')[2]}) can be launched again into its "
                     "directory: choose a new hydra.sweep.dir"
                 )
+            if launcher.endswith(".JoblibLauncher"):
+                share_gpus(config)
         except ConfigError as error:
             print_error(command, str(error))
             raise SystemExit(2) from None
@@ -63,7 +68,29 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Report the sweep's runs (if it made any) and note which jobs failed."""
+        os.environ.pop(gpu_pool.POOL_VARIABLE, None)
         report_sweep(Path(config.hydra.sweep.dir), config.hydra.job.name)
+
+
+def share_gpus(config: DictConfig) -> None:
+    """On a machine with GPUs, joblib's workers get one GPU place each (sweep.jobs_per_gpu places a
+    GPU) and n_jobs defaults to the number of places; without GPUs, joblib's core split stands."""
+    import torch  # only here: a CPU sweep's launcher never needs it
+
+    jobs_per_gpu = checks.integer(config, "sweep.jobs_per_gpu", 1, example=2)
+    devices = gpu_pool.visible_devices(torch.cuda.device_count())
+    if not devices:
+        return
+    pool = gpu_pool.slots(devices, jobs_per_gpu)
+    typed = any(o.startswith("hydra.launcher.n_jobs=") for o in config.hydra.overrides.hydra)
+    n_jobs = gpu_pool.concurrent_jobs(config.hydra.launcher.n_jobs if typed else None, pool)
+    with read_write(config.hydra), open_dict(config.hydra.launcher):
+        config.hydra.launcher.n_jobs = n_jobs  # read when Hydra makes the launcher, after this callback
+    os.environ[gpu_pool.POOL_VARIABLE] = ",".join(pool)
+    console.print(
+        f"GPUs {','.join(devices)}: {n_jobs} job(s) at once, {jobs_per_gpu} a GPU "
+        "(CUDA_VISIBLE_DEVICES per worker)"
+    )
 
 
 def report_sweep(sweep_dir: Path, command: str) -> None:

@@ -58,6 +58,7 @@ def check(cfg: DictConfig) -> DictConfig:
     """Validate the whole config before any work; the plan is the checked config itself."""
     checks.integer(cfg, "sweep.retries", 0, example=2)
     checks.boolean(cfg, "sweep.retry_diverged")
+    checks.integer(cfg, "sweep.jobs_per_gpu", 1, example=2)
     return check_training(cfg)
 
 

@@ -44,6 +44,7 @@ class JobRecord:
     started: float  # Unix time
     ended: float | None
     attempts: int = 1  # launches of the job, counting retries and resumed sweeps (0: pending)
+    gpu: str | None = None  # the CUDA_VISIBLE_DEVICES of a joblib worker with a GPU of its own
 
     @property
     def summary(self) -> str:
@@ -53,9 +54,9 @@ class JobRecord:
 
 
 @contextmanager
-def recorded_job(earlier: JobRecord | None) -> Iterator[JobRecord]:
+def recorded_job(earlier: JobRecord | None, gpu: str | None) -> Iterator[JobRecord]:
     """Record the current Hydra job: running now, then finished, or failed with the error's line;
-    `earlier`: the job's record before this attempt (None: none)."""
+    `earlier`: the job's record before this attempt (None: none); `gpu`: the GPU it runs on."""
     hydra = HydraConfig.get()
     sweep_dir = Path(hydra.sweep.dir).absolute()
     record = JobRecord(
@@ -70,6 +71,7 @@ def recorded_job(earlier: JobRecord | None) -> Iterator[JobRecord]:
         started=time.time(),
         ended=None,
         attempts=(earlier.attempts if earlier else 0) + 1,
+        gpu=gpu,
     )
     _write(sweep_dir, record)
     try:

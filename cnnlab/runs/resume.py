@@ -31,6 +31,7 @@ RESUMABLE_CHANGES = (
     "dataset.loader.workers",
     "sweep.retries",  # how a sweep treats the job, not what it computes
     "sweep.retry_diverged",
+    "sweep.jobs_per_gpu",
 )
 # Options added to cnnlab after a run was saved take, for that run, the value that reproduces how it
 # ran before they existed (a run saved before validation splits validated on the test split; LeNet

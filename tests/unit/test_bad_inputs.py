@@ -192,6 +192,7 @@ BAD = [
     (["train", "trainer.resume=latest"], "trainer.resume=latest: no run under outputs/"),
     (["train", "sweep.retries=-1"], "sweep.retries must be an integer ≥ 0, got -1"),
     (["train", "sweep.retry_diverged=2"], "sweep.retry_diverged must be true or false, got 2"),
+    (["train", "sweep.jobs_per_gpu=0"], "sweep.jobs_per_gpu must be an integer ≥ 1, got 0"),
     (["train", "sweep.resume=latest"], "sweep.resume=latest resumes a sweep: add -m and the sweep's own"),
     (["train", "-m", "sweep.resume=latest"], "sweep.resume=latest: no sweep under outputs/train-sweeps"),
     (["train", "-m", "sweep.resume=nowhere", "trainer.seed=0,1"], "nowhere holds no sweep (no .jobs/"),
