@@ -146,19 +146,15 @@ class HydraCommand:
         if job is not None and job.status == "finished":
             console.print(f"job {job.num} ({job.label}): finished when the sweep last ran: skipped")
             return None
-        try:
-            gpu = claim_gpu(Path(hydra.sweep.dir))
-        except CnnlabError as error:
-            print_error(f"cnnlab {self.name}", f"job {hydra.job.num}: {error}")
-            return None
-        if gpu is not None:
-            console.print(f"job {hydra.job.num}: GPU {gpu} (CUDA_VISIBLE_DEVICES={gpu})")
         retries = cfg.sweep.retries if "sweep" in cfg else 0
         for attempt in range(retries + 1):
             if job is not None:  # an attempt before this one ran: the run continues from what it left
                 cfg = getattr(self.commands, "continue_job", lambda cfg: cfg)(cfg)
             try:
-                with recorded_job(job, gpu) as job:
+                with recorded_job(job) as job:
+                    job.gpu = claim_gpu(Path(hydra.sweep.dir))  # the worker's: claimed by its first job
+                    if job.gpu is not None:
+                        console.print(f"job {job.num}: GPU {job.gpu} (CUDA_VISIBLE_DEVICES={job.gpu})")
                     return self._work(cfg)
             except CnnlabError as error:
                 print_error(f"cnnlab {self.name}", job.summary)

@@ -13,7 +13,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from cnnlab.app import checks
 from cnnlab.console import console, print_error
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.runs import gpu_pool, report
@@ -77,13 +76,12 @@ def share_gpus(config: DictConfig) -> None:
     GPU) and n_jobs defaults to the number of places; without GPUs, joblib's core split stands."""
     import torch  # only here: a CPU sweep's launcher never needs it
 
-    jobs_per_gpu = checks.integer(config, "sweep.jobs_per_gpu", 1, example=2)
     devices = gpu_pool.visible_devices(torch.cuda.device_count())
     if not devices:
         return
+    jobs_per_gpu = config.sweep.jobs_per_gpu if "sweep" in config else 1  # checked with each job's config
     pool = gpu_pool.slots(devices, jobs_per_gpu)
-    typed = any(o.startswith("hydra.launcher.n_jobs=") for o in config.hydra.overrides.hydra)
-    n_jobs = gpu_pool.concurrent_jobs(config.hydra.launcher.n_jobs if typed else None, pool)
+    n_jobs = gpu_pool.concurrent_jobs(config.hydra.launcher.get("n_jobs"), pool)  # joblib's -1: all places
     with read_write(config.hydra), open_dict(config.hydra.launcher):
         config.hydra.launcher.n_jobs = n_jobs  # read when Hydra makes the launcher, after this callback
     os.environ[gpu_pool.POOL_VARIABLE] = ",".join(pool)

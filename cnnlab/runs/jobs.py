@@ -54,9 +54,9 @@ class JobRecord:
 
 
 @contextmanager
-def recorded_job(earlier: JobRecord | None, gpu: str | None) -> Iterator[JobRecord]:
+def recorded_job(earlier: JobRecord | None) -> Iterator[JobRecord]:
     """Record the current Hydra job: running now, then finished, or failed with the error's line;
-    `earlier`: the job's record before this attempt (None: none); `gpu`: the GPU it runs on."""
+    `earlier`: the job's record before this attempt (None: none)."""
     hydra = HydraConfig.get()
     sweep_dir = Path(hydra.sweep.dir).absolute()
     record = JobRecord(
@@ -71,7 +71,6 @@ def recorded_job(earlier: JobRecord | None, gpu: str | None) -> Iterator[JobReco
         started=time.time(),
         ended=None,
         attempts=(earlier.attempts if earlier else 0) + 1,
-        gpu=gpu,
     )
     _write(sweep_dir, record)
     try:
