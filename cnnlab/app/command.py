@@ -155,7 +155,9 @@ class HydraCommand:
                     job.gpu = claim_gpu(Path(hydra.sweep.dir))  # the worker's: claimed by its first job
                     if job.gpu is not None:
                         console.print(f"job {job.num}: GPU {job.gpu} (CUDA_VISIBLE_DEVICES={job.gpu})")
-                    return self._work(cfg)
+                    result = self._work(cfg)
+                    job.result = float(result) if isinstance(result, int | float) else None
+                    return result
             except CnnlabError as error:
                 print_error(f"cnnlab {self.name}", job.summary)
                 if error.exit_code >= 128:  # Ctrl-C or SIGTERM: the user stops the whole sweep

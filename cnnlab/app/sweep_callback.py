@@ -16,7 +16,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from cnnlab.console import console, print_error
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.runs import gpu_pool, report
-from cnnlab.runs.jobs import check_relaunch, plan_jobs, read_jobs
+from cnnlab.runs.jobs import check_none_running, check_relaunch, plan_jobs, read_jobs
 
 # The jobs of this process's multirun that did not finish, one line each: HydraCommand empties the
 # list before it runs Hydra and exits 1 when the multirun leaves any.
@@ -40,23 +40,27 @@ class SweepReport(Callback):
                 "on the cluster's login node (hydra/launcher=submitit_local runs the same jobs here)",
             )
             raise SystemExit(2)  # as HydraCommand does: past Hydra's error report, which prints a traceback
-        if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower() and not config.hydra.verbose:
+        sweeper = str(config.hydra.sweeper.get("_target_", ""))
+        if "optuna" in sweeper.lower() and not config.hydra.verbose:
             import optuna  # its own coloured handler, outside Hydra's logging config
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
         sweep_dir = Path(config.hydra.sweep.dir)
         command = f"cnnlab {config.hydra.job.name}"
         try:
-            if str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper"):
+            if sweeper.endswith(".BasicSweeper"):
                 jobs = planned_jobs(list(config.hydra.overrides.task))
                 exclude = list(config.hydra.job.config.override_dirname.exclude_keys)
                 check_relaunch(sweep_dir, jobs, exclude)
                 plan_jobs(sweep_dir, jobs, exclude)
+            elif sweeper.endswith(".ContinuedOptunaSweeper") and config.hydra.sweeper.storage:
+                check_none_running(sweep_dir)  # its study is kept: the search continues (optuna_study)
             elif read_jobs(sweep_dir):
                 raise ConfigError(
-                    f"hydra.sweep.dir={sweep_dir} holds an earlier sweep, and only a grid sweep (not "
-                    f"{config.hydra.sweeper._target_.rpartition('.')[2]}) can be launched again into its "
-                    "directory: choose a new hydra.sweep.dir"
+                    f"hydra.sweep.dir={sweep_dir} holds an earlier sweep, and only a grid sweep or an "
+                    "Optuna search whose study is kept (hparams_search=optuna hydra.sweeper.storage="
+                    "sqlite:///optuna.db) can be launched again into its directory: choose a new "
+                    "hydra.sweep.dir"
                 )
             if launcher.endswith(".JoblibLauncher"):
                 share_gpus(config)

@@ -45,6 +45,7 @@ class JobRecord:
     ended: float | None
     attempts: int = 1  # launches of the job, counting retries and resumed sweeps (0: pending)
     gpu: str | None = None  # the CUDA_VISIBLE_DEVICES of a joblib worker with a GPU of its own
+    result: float | None = None  # the job's return value, if a number (train: the best val accuracy)
 
     @property
     def summary(self) -> str:
@@ -135,6 +136,12 @@ def check_relaunch(sweep_dir: Path, jobs: list[list[str]], exclude: list[str]) -
                 f"{record.label}): resume it with the command that launched it, or choose a new "
                 "hydra.sweep.dir"
             )
+    check_none_running(sweep_dir)
+
+
+def check_none_running(sweep_dir: Path) -> None:
+    """No job of the sweep in `sweep_dir` may still run when the sweep is launched again."""
+    for record in read_jobs(sweep_dir):
         if record.status == "running":
             raise ConfigError(
                 f"job {record.num} of the sweep in {sweep_dir} is still running (PID {record.pid} on "
