@@ -26,7 +26,7 @@ initialization, SGD settings and batch size are the configs' own:
 Two more measurements (--skip-augment, --skip-imagefolder leave them out, goal lines included):
 
 - augmentation: the step of LeNet@28 and ResNet-18@96 (those of --models) with augment=none, as the
-  presets train, against augment=standard (random resized crop + flip, through grid_sample), each step
+  presets train, against augment=standard (random resized crop + flip, bilinear), each step
   drawing its batch's augmentation as `fit` does (the draw is part of the timed step); alternated
   --augment-repeats times.
 - image folder: --photos synthetic JPEGs (~100 KB, 400–900 × 300–700 pixels, two classes; a third as
@@ -51,7 +51,8 @@ stdout gets JSON lines (progress notes go to stderr), in this order:
                 (each timed --epoch-repeats times, alternating; the medians and every run)
   augment       one per model of lenet/resnet18 in --models: cnnlab images/s with augment=none and
                 augment=standard (medians and every run), the augmentation's share of the step,
-                1 − standard/none images/s = (t_standard − t_none) / t_standard, and the draw alone
+                1 − standard/none images/s = (t_standard − t_none) / t_standard, the median over the
+                repeats of each repeat's pair (share_runs: every pair's), and the draw alone
                 (ms per batch and as a fraction of the augmented step)
   imagefolder_epoch  ResNet-18@96 on the JPEG folder: for in_memory, streamed and reference the setup,
                 first-epoch, cold and warm seconds and images/s; the in-memory step alone on batches
@@ -115,7 +116,7 @@ PREFETCH_FACTOR = 2  # batches each reference worker prepares ahead: torch's def
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
 MATMUL_DTYPE = {"32": torch.float32, "bf16": torch.bfloat16, "16": torch.float16}
 # The augmentation's share of the step: these presets, with augment=none (theirs) vs this one, the
-# heavier of cnnlab's (a random resized crop + flip through grid_sample).
+# heavier of cnnlab's (a random resized crop + flip, bilinear).
 AUGMENT_MODELS = {"lenet": "lenet@28", "resnet18": "resnet18@96"}
 AUGMENT = "standard"
 AUGMENT_SHARE_GOAL = 0.05
@@ -163,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--augment-repeats",
         type=int,
-        default=3,
-        help="augment=none and augment=standard measurements per model, alternating (medians compared)",
+        default=9,
+        help="augment=none and augment=standard measurements per model, alternating (each pair's share; "
+        "their median is reported)",
     )
     parser.add_argument(
         "--skip-imagefolder", action="store_true", help="skip the ResNet-18@96 image-folder epochs"
@@ -652,7 +654,8 @@ def measure_augment(
     batch_size: int,
 ) -> dict[str, Any]:
     """The `augment` line of one model: cnnlab's step (draw + train_step) with the preset's augment=none
-    against augment=standard, alternated `--augment-repeats` times; the share compares the medians."""
+    against augment=standard, alternated `--augment-repeats` times; the share is the median of each
+    repeat's pair."""
     pipelines = {
         "none": build_cnnlab(cfg, data, batch_size),
         AUGMENT: build_cnnlab(augmented_cfg, data, batch_size),
@@ -666,6 +669,9 @@ def measure_augment(
         for side, pipeline in pipelines.items():
             runs[side].append(round(measure_cnnlab(pipeline, batch_size, args.warmup, args.steps), 1))
     plain, augmented = (statistics.median(runs[side]) for side in pipelines)
+    # Each repeat's two measurements are seconds apart: their ratio cancels the shared machine's drift,
+    # which moves either median by more than the few percent being measured.
+    shares = [1 - aug / none for none, aug in zip(runs["none"], runs[AUGMENT], strict=True)]
     augment = pipelines[AUGMENT].training.augment
     tic = time.perf_counter()
     for batch in range(args.steps):  # the draw alone, on the CPU as in the step
@@ -682,8 +688,9 @@ def measure_augment(
         precision=pipelines[AUGMENT].precision,
         none_images_per_s=plain,
         augment_images_per_s=augmented,
-        # (t_aug − t_none) / t_aug with t = batch_size / images/s
-        share=round(1 - augmented / plain, 4),
+        # (t_aug − t_none) / t_aug with t = batch_size / images/s, the median over the repeats' pairs
+        share=round(statistics.median(shares), 4),
+        share_runs=[round(share, 4) for share in shares],
         none_runs=runs["none"],
         augment_runs=runs[AUGMENT],
         draw_ms_per_batch=round(draw_seconds * 1e3, 3),

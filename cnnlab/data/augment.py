@@ -16,6 +16,7 @@ import torch.nn.functional as F
 CROPS = ("none", "padded", "resized")
 _ERASED_AREA = (0.02, 1 / 3)  # random erasing's rectangle, as torchvision's RandomErasing draws it
 _ERASED_RATIO = (0.3, 3.3)
+_SEPARABLE_UP_TO = 64  # height + width up to which crops are resampled by matmuls (see _resample)
 
 
 @dataclass(frozen=True)
@@ -110,10 +111,8 @@ class Augment:
         """Augmented inputs and the targets to train on: `labels`, or class probabilities when mixing."""
         x = inputs
         if "theta" in draws:
-            grid = F.affine_grid(draws["theta"].to(x.dtype), list(x.shape), align_corners=False)
             # Nearest for whole-pixel shifts and flips: each output pixel is an input pixel, exactly.
-            mode = "bilinear" if self.crop == "resized" else "nearest"
-            x = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+            x = _resample(x, draws["theta"].to(x.dtype), nearest=self.crop != "resized")
         if "erase" in draws:
             x = x.masked_fill(_inside(draws["erase"], x.shape[-2:]), 0.0)
         if "lam" not in draws:
@@ -125,6 +124,32 @@ class Augment:
         lam = draws["lam"].view(-1, 1)
         one_hot = F.one_hot(labels, self.num_classes).float()
         return x, lam * one_hot + (1 - lam) * one_hot.roll(1, dims=0)
+
+
+def _resample(x: torch.Tensor, theta: torch.Tensor, nearest: bool) -> torch.Tensor:
+    """`grid_sample` of each sample at its (N, 2, 3) scale-and-shift `theta`, zeros outside the image."""
+    height, width = x.shape[-2:]
+    if height + width > _SEPARABLE_UP_TO:
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        mode = "nearest" if nearest else "bilinear"
+        return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    # Without rotation the sampling is separable: rows and columns are each resampled by an (N, out,
+    # in) interpolation matrix. These two batched matmuls beat grid_sample's per-pixel gathers on small
+    # images but cost O(height + width) per pixel, so large ones keep grid_sample (docs/performance.md).
+    rows = _interpolation(theta[:, 1, 1], theta[:, 1, 2], height, nearest)
+    cols = _interpolation(theta[:, 0, 0], theta[:, 0, 2], width, nearest)
+    return rows.unsqueeze(1) @ x @ cols.transpose(1, 2).unsqueeze(1)
+
+
+def _interpolation(scale: torch.Tensor, shift: torch.Tensor, length: int, nearest: bool) -> torch.Tensor:
+    """(N, length, length) weights of the input pixels each output pixel samples along one axis
+    (align_corners=False coordinates, as affine_grid's); the pixels beyond the edge weigh nothing."""
+    pixels = torch.arange(length, dtype=scale.dtype, device=scale.device)
+    centre = (length - 1) / 2
+    source = scale[:, None] * (pixels - centre) + centre + shift[:, None] * (length / 2)
+    if nearest:
+        source = source.round()
+    return (1 - (source[:, :, None] - pixels).abs()).clamp(min=0)
 
 
 def _boxes(rng: np.random.Generator, box_h: np.ndarray, box_w: np.ndarray, height: int, width: int):

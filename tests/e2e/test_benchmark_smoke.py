@@ -124,7 +124,10 @@ def test_augmentation_share_and_image_folder_epochs_are_measured(tmp_path):
     for field in ("none_images_per_s", "augment_images_per_s", "draw_ms_per_batch", "draw_fraction"):
         assert augment[field] > 0, field
     assert augment["none_images_per_s"] == sum(augment["none_runs"]) / 2  # the median of two
-    assert augment["share"] == round(1 - augment["augment_images_per_s"] / augment["none_images_per_s"], 4)
+    pairs = zip(augment["none_runs"], augment["augment_runs"], strict=True)
+    shares = [1 - augmented / plain for plain, augmented in pairs]
+    assert augment["share_runs"] == [round(share, 4) for share in shares]
+    assert augment["share"] == round(sum(shares) / 2, 4)  # the median of two pairs
 
     # ResNet-18@96 epochs on the JPEG folder: cnnlab in memory and streamed, the reference, the step.
     assert (folder["model"], folder["input_size"], folder["batch_size"]) == ("resnet18", [96, 96], 128)

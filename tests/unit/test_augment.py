@@ -51,6 +51,22 @@ def test_padded_crops_and_flips_copy_pixels_exactly():
     assert torch.equal(flipped[~mirrored], images[~mirrored])
 
 
+@pytest.mark.parametrize("size", [(28, 28), (20, 36), (96, 96)])  # matmul resampling; grid_sample's
+@pytest.mark.parametrize("crop", ["padded", "resized"])
+def test_crops_sample_the_image_where_affine_grid_says(crop, size):
+    augment = make_augment(size, 10, crop=crop, padding=4, scale=(0.08, 1.0), flip=True)
+    images = torch.randn(16, 3, *size)
+    draws = augment.draw(16, 0, 0, 0)
+    out, _ = augment(images, torch.zeros(16, dtype=torch.long), draws)
+    grid = F.affine_grid(draws["theta"], [16, 3, *size], align_corners=False)
+    mode = "nearest" if crop == "padded" else "bilinear"
+    want = F.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)
+    if crop == "padded":
+        assert torch.equal(out, want)
+    else:
+        assert torch.allclose(out, want, atol=1e-4)
+
+
 def test_draws_are_a_pure_function_of_seed_epoch_batch_and_rank():
     augment = make_augment(
         (32, 32), 10, crop="resized", flip=True, random_erasing=0.5, mixup_alpha=0.2, cutmix_alpha=1.0
