@@ -178,6 +178,16 @@ def test_stopping_the_process_group_while_workers_stream_saves_last_pt(cli, sign
     assert metrics(run_dirs(cli.cwd)[0])["status"] == "interrupted"
 
 
+# Where the installed sweeper plugin is, and the sweepers Hydra's plugin scan finds.
+DISCOVER_SWEEPERS = """
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+import hydra_plugins.cnnlab_sweepers.continued_optuna as plugin
+print(plugin.__file__)
+print(",".join(sorted(cls.__name__ for cls in Plugins.instance().discover(Sweeper))))
+"""
+
+
 def test_plain_install_finds_its_configs_from_any_directory(tmp_path):
     """A real (non-editable) install, as `pip install .` makes it, packages configs/ as cnnlab.configs."""
     site = tmp_path / "site"
@@ -199,6 +209,8 @@ def test_plain_install_finds_its_configs_from_any_directory(tmp_path):
     )
     assert install.returncode == 0, install.stderr
     assert (site / "cnnlab" / "configs" / "train.yaml").is_file()
+    # hparams_search=optuna's sweeper ships as a Hydra plugin beside the package.
+    assert (site / "hydra_plugins" / "cnnlab_sweepers" / "continued_optuna.py").is_file()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "CNNLAB_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(site)}
@@ -210,6 +222,12 @@ def test_plain_install_finds_its_configs_from_any_directory(tmp_path):
         env=env,
     )
     assert where.stdout.startswith(str(site)), "the installed copy, not the checkout, must be imported"
+    sweepers = subprocess.run(
+        [sys.executable, "-c", DISCOVER_SWEEPERS], cwd=elsewhere, capture_output=True, text=True, env=env
+    )
+    assert sweepers.returncode == 0, sweepers.stderr
+    plugin_file, discovered = sweepers.stdout.splitlines()
+    assert plugin_file.startswith(str(site)) and "ContinuedOptunaSweeper" in discovered.split(",")
     result = subprocess.run(
         [sys.executable, "-m", "cnnlab", "train", "trainer.epochs=1"],
         cwd=elsewhere,
