@@ -26,6 +26,9 @@ from cnnlab.training.logging import RunLogger
 # The learning-health check's tolerance: a training loss above (1 − this) × ln(C) is "not learning"
 # ("still at" chance up to (1 + this) × ln(C), "above" it past that).
 STUCK_MARGIN = 0.1
+# Nor is it judged before this many steps: a small dataset's first epoch (a 240-image folder at batch 64
+# takes 4 steps) is all warm-up, and a loss still at chance there says nothing about the learning rate.
+HEALTH_MIN_STEPS = 20
 
 
 class Diverged(CnnlabError):
@@ -68,7 +71,7 @@ class RunState:
     best_val_acc: float = -1.0
     best_val_loss: float = math.inf  # breaks ties of accuracy (small validation splits have many)
     best_epoch: int = 0
-    health_checked: bool = False  # the first epoch's learning-health check has run
+    health_checked: bool = False  # the learning-health check has run
     warnings: list[dict[str, Any]] = field(default_factory=list)
     # Early stopping: the best val acc that counted as an improvement (by more than min_delta), the
     # epochs since it, and why the run stopped before its last epoch (None: it did not).
@@ -99,7 +102,7 @@ class LoopSettings:
     early_stopping_patience: int  # 0: never stop early
     early_stopping_min_delta: float
     early_stopping_target: float | None  # stop once val acc reaches it; None: never
-    health_check: float  # share of the first epoch after which a loss at chance level warns; 0: off
+    health_check: float  # share of the first epoch (HEALTH_MIN_STEPS at least) to judge; 0: off
     stop_if_stuck: bool  # the health check stops the run instead of warning
     detect_anomaly: bool  # name the module whose forward or backward first goes non-finite (slow)
     limit_batches: int | float | None  # per epoch and evaluation: N batches, a share, or (None) all
@@ -311,7 +314,10 @@ def fit(
     ranks = settings.distributed
     batch_size = settings.batch_size // ranks.world_size
     steps = steps_per_epoch(len(train), settings.batch_size, ranks, settings.limit_batches)
-    health_step = math.ceil(settings.health_check * steps) if settings.health_check else 0
+    # The step after which the health check runs (a run with fewer steps is not judged).
+    health_step = (
+        max(math.ceil(settings.health_check * steps), HEALTH_MIN_STEPS) if settings.health_check else 0
+    )
     # Under float16 the gradient scaler expects overflowing gradients (it skips those steps): forwards only.
     watching = (
         watch_for_anomalies(training.model, backward=settings.precision != "16")
@@ -364,7 +370,7 @@ def fit(
                 state.epoch_seen += len(labels)
                 logger.advance(len(labels))
                 every = settings.checkpoint_every_steps
-                check_health = not state.health_checked and epoch == 0 and state.batch == health_step
+                check_health = not state.health_checked and state.step == health_step
                 checkpoint = every and state.step % every == 0
                 if stop.signum is not None or check_health or checkpoint:
                     _settle(state, losses, grad_norms, correct, tic, lrs, ranks)
@@ -464,13 +470,15 @@ def _check_health(state: RunState, settings: LoopSettings, logger: RunLogger) ->
     if loss < chance * (1 - STUCK_MARGIN):
         return False
     message = (
-        f"after {done} of the first epoch's steps the training loss is {loss:.3f}, "
+        f"after {state.step} steps (epoch {state.epoch + 1}) the training loss is {loss:.3f}, "
         f"{'still at' if loss < chance * (1 + STUCK_MARGIN) else 'above'} chance level "
         f"(ln {settings.num_classes} = {chance:.3f}): the model is not learning; try another "
         "optimizer.lr (lower if the loss rose, higher if it barely moved), a longer "
         "scheduler.warmup_epochs, or another model.init"
     )
-    state.warnings.append({"kind": "stuck", "epoch": 1, "step": state.step, "loss": loss, "message": message})
+    state.warnings.append(
+        {"kind": "stuck", "epoch": state.epoch + 1, "step": state.step, "loss": loss, "message": message}
+    )
     logger.warn(message, step=state.step)
     return True
 

@@ -121,6 +121,33 @@ def test_stop_if_stuck_stops_with_exit_4_and_keeps_last_pt(cli):
     assert state["epoch"] == 0 and state["step"] == math.ceil(1295 / 64)  # checked at the first epoch's end
 
 
+# Digits at batch 512: 3 steps an epoch, the first epoch all warm-up (a small image folder's case).
+SHORT_EPOCHS = ["trainer.batch_size=512", "trainer.epochs=8"]
+
+
+def test_short_first_epochs_are_judged_after_20_steps(cli):
+    healthy = cli("train", *SHORT_EPOCHS)  # still at chance after the 3 warm-up steps, then learns
+    assert healthy.returncode == 0, healthy.stderr
+    assert "warning: " not in healthy.stdout
+    (run_dir,) = run_dirs(cli.cwd)
+    assert metrics(run_dir)["warnings"] == [] and metrics(run_dir)["best"]["val/acc"] > 0.9
+
+    stalled = cli("train", *STALLED, *SHORT_EPOCHS, "trainer.stop_if_stuck=true")
+    assert stalled.returncode == 4, stalled.stderr
+    assert "error: after 20 steps (epoch 7) the training loss is" in one_error_line(stalled.stderr)
+    stalled_dir = run_dirs(cli.cwd)[-1]  # named by the time it started
+    assert metrics(stalled_dir)["status"] == "stuck"
+    state = torch.load(stalled_dir / "last.pt", weights_only=True)["state"]
+    assert (state["epoch"], state["batch"], state["step"]) == (6, 2, 20)
+
+
+def test_a_run_shorter_than_20_steps_is_not_judged(cli):
+    result = cli("train", *STALLED, "trainer.batch_size=512")  # 2 epochs of 3 steps, at chance
+    assert result.returncode == 0, result.stderr
+    assert "warning: " not in result.stdout
+    assert metrics(run_dirs(cli.cwd)[0])["warnings"] == []
+
+
 # --- stability knobs ------------------------------------------------------------------------------
 
 
