@@ -26,9 +26,9 @@ initialization, SGD settings and batch size are the configs' own:
 Two more measurements (--skip-augment, --skip-imagefolder leave them out, goal lines included):
 
 - augmentation: the step of LeNet@28 and ResNet-18@96 (those of --models) with augment=none, as the
-  presets train, against augment=standard (random resized crop + flip, bilinear), each step
-  drawing its batch's augmentation as `fit` does (the draw is part of the timed step); alternated
-  --augment-repeats times.
+  presets train, against augment=standard (random resized crop + flip, bilinear), each step taking
+  its batch's rows of the epoch's draws as `fit` does, and charged its share of that draw (made once
+  per epoch); alternated --augment-repeats times.
 - image folder: --photos synthetic JPEGs (~100 KB, 400–900 × 300–700 pixels, two classes; a third as
   many in val/) in a temporary folder, and epochs of ResNet-18@96 with augment=standard (at the
   d2l_resnet18 preset's batch size, or --batch-size) read from it by cnnlab's `dataset=imagefolder` in
@@ -52,8 +52,8 @@ stdout gets JSON lines (progress notes go to stderr), in this order:
   augment       one per model of lenet/resnet18 in --models: cnnlab images/s with augment=none and
                 augment=standard (medians and every run), the augmentation's share of the step,
                 1 − standard/none images/s = (t_standard − t_none) / t_standard, the median over the
-                repeats of each repeat's pair (share_runs: every pair's), and the draw alone
-                (ms per batch and as a fraction of the augmented step)
+                repeats of each repeat's pair (share_runs: every pair's), and the epoch's draw
+                per batch (ms, and as a fraction of the augmented step; included in the share)
   imagefolder_epoch  ResNet-18@96 on the JPEG folder: for in_memory, streamed and reference the setup,
                 first-epoch, cold and warm seconds and images/s; the in-memory step alone on batches
                 already gathered (step_images_per_s, timed after each warm epoch on its batches), and
@@ -75,7 +75,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ from cnnlab.models import create_model
 from cnnlab.training.build import build_training, load_data
 from cnnlab.training.device import autocast, resolve_channels_last, resolve_device, resolve_precision
 from cnnlab.training.distributed import SINGLE_PROCESS
-from cnnlab.training.loop import Training, evaluate, train_step
+from cnnlab.training.loop import Training, batch_draws, epoch_draws, evaluate, train_step
 from cnnlab.training.optim import build_optimizer
 
 # The book's runs, each a cnnlab preset: the benchmark measures exactly what these configure.
@@ -273,31 +273,24 @@ class CnnlabPipeline:
     data: Dataset
     channels_last: bool
     seed: int
-    steps_taken: int = 0  # steps so far: a step given no batch index draws its augmentation as this one
+    # Each epoch's augmentation draws (None: no augmentation), made at its first step as `fit` makes them.
+    drawn: dict[int, dict[str, torch.Tensor] | None] = field(default_factory=dict)
 
     @property
     def precision(self) -> str:
         """The precision the step runs in ('auto' resolved for the device)."""
         return self.training.settings.precision
 
-    def draws(self, n: int, epoch: int, batch: int) -> dict[str, torch.Tensor] | None:
-        """A batch's augmentation parameters as `fit` draws them, on the device (None: no augmentation)."""
-        augment = self.training.augment
-        if augment is None:
-            return None
-        draws = augment.draw(n, self.seed, epoch, batch, SINGLE_PROCESS.rank)
-        device = self.data.train.device
-        return {key: value.to(device, non_blocking=True) for key, value in draws.items()}
-
     def step(
-        self, images: torch.Tensor, labels: torch.Tensor, epoch: int = 0, batch: int | None = None
+        self, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step as `fit` takes it: the batch's augmentation drawn (when configured), then `train_step`;
-        returns its summed loss and correct count, on the device."""
-        batch = self.steps_taken if batch is None else batch
-        self.steps_taken += 1
+        """One step as `fit` takes it: the batch's rows of its epoch's augmentation draws (drawn at the
+        epoch's first step), then `train_step`; returns its summed loss and correct count, on the device."""
         t = self.training
-        draws = self.draws(len(labels), epoch, batch)
+        if epoch not in self.drawn:
+            device = self.data.train.device
+            self.drawn[epoch] = epoch_draws(t.augment, len(self.data.train), self.seed, epoch, 0, device)
+        draws = batch_draws(self.drawn[epoch], batch, t.settings.batch_size, len(labels))
         loss, hits, _ = train_step(
             t.forward, images, labels, t.optimizer, t.scheduler, t.scaler, t.settings.clip_grad_norm, draws
         )
@@ -433,11 +426,11 @@ def training_gflop_per_image(cfg: DictConfig) -> float:
 
 
 def measure_cnnlab(pipeline: CnnlabPipeline, batch_size: int, warmup: int, steps: int) -> float:
-    """Images/s of cnnlab's train_step over shuffled device-resident batches."""
+    """Images/s of cnnlab's train_step over the shuffled device-resident batches of epoch 0."""
     pipeline.training.model.train()
     return images_per_second(
-        lambda batch: pipeline.step(*batch),
-        pipeline.train_batches(batch_size),
+        lambda numbered: pipeline.step(*numbered[1], epoch=0, batch=numbered[0]),
+        enumerate(pipeline.train_batches(batch_size)),
         warmup,
         steps,
         batch_size,
@@ -578,8 +571,9 @@ def time_cnnlab_epoch(
     """Seconds and test accuracy of one epoch the cnnlab way: train_step over all batches + evaluate."""
     pipeline = build_cnnlab(cfg, data, batch_size)
     pipeline.training.model.train()
-    for batch in itertools.islice(pipeline.train_batches(batch_size), args.warmup):
-        pipeline.step(*batch)
+    warmup = itertools.islice(pipeline.train_batches(batch_size), args.warmup)
+    for batch, (images, labels) in enumerate(warmup):  # epoch 1's: the timed epoch 0 makes its own draw
+        pipeline.step(images, labels, epoch=1, batch=batch)
     seconds = training_pass(pipeline, pipeline.train_batches(batch_size), 0)
     tic = time.perf_counter()
     _, accuracy = evaluate(
@@ -653,13 +647,22 @@ def measure_augment(
     args: argparse.Namespace,
     batch_size: int,
 ) -> dict[str, Any]:
-    """The `augment` line of one model: cnnlab's step (draw + train_step) with the preset's augment=none
-    against augment=standard, alternated `--augment-repeats` times; the share is the median of each
-    repeat's pair."""
+    """The `augment` line of one model: cnnlab's step with the preset's augment=none against
+    augment=standard, alternated `--augment-repeats` times, the standard side charged its share of the
+    epoch's draw (made once per epoch, as `fit` does); the share is the median of each repeat's pair."""
     pipelines = {
         "none": build_cnnlab(cfg, data, batch_size),
         AUGMENT: build_cnnlab(augmented_cfg, data, batch_size),
     }
+    augment = pipelines[AUGMENT].training.augment
+    draw_runs = []
+    for _ in range(5):  # the epoch's draw, as `fit` makes it
+        tic = time.perf_counter()
+        drawn = epoch_draws(augment, len(data.train), cfg.trainer.seed, 0, 0, data.train.device)
+        synchronize(data.train.device)
+        draw_runs.append(time.perf_counter() - tic)
+    pipelines[AUGMENT].drawn[0] = drawn  # the timed steps only take their rows of it
+    draw_per_batch = statistics.median(draw_runs) / -(-len(data.train) // batch_size)
     runs: dict[str, list[float]] = {side: [] for side in pipelines}
     for repeat in range(1, args.augment_repeats + 1):
         note(
@@ -667,16 +670,13 @@ def measure_augment(
             f"{repeat}/{args.augment_repeats}"
         )
         for side, pipeline in pipelines.items():
-            runs[side].append(round(measure_cnnlab(pipeline, batch_size, args.warmup, args.steps), 1))
+            seconds = batch_size / measure_cnnlab(pipeline, batch_size, args.warmup, args.steps)
+            seconds += draw_per_batch if side == AUGMENT else 0.0
+            runs[side].append(round(batch_size / seconds, 1))
     plain, augmented = (statistics.median(runs[side]) for side in pipelines)
     # Each repeat's two measurements are seconds apart: their ratio cancels the shared machine's drift,
     # which moves either median by more than the few percent being measured.
     shares = [1 - aug / none for none, aug in zip(runs["none"], runs[AUGMENT], strict=True)]
-    augment = pipelines[AUGMENT].training.augment
-    tic = time.perf_counter()
-    for batch in range(args.steps):  # the draw alone, on the CPU as in the step
-        augment.draw(batch_size, cfg.trainer.seed, 0, batch)
-    draw_seconds = (time.perf_counter() - tic) / args.steps
     return emit(
         "augment",
         model=model_name,
@@ -693,8 +693,8 @@ def measure_augment(
         share_runs=[round(share, 4) for share in shares],
         none_runs=runs["none"],
         augment_runs=runs[AUGMENT],
-        draw_ms_per_batch=round(draw_seconds * 1e3, 3),
-        draw_fraction=round(draw_seconds * augmented / batch_size, 4),
+        draw_ms_per_batch=round(draw_per_batch * 1e3, 4),
+        draw_fraction=round(draw_per_batch * augmented / batch_size, 4),
     )
 
 

@@ -46,6 +46,7 @@ from cnnlab.training.loop import (
     StopSignals,
     Stuck,
     Training,
+    batch_draws,
     evaluate,
     fit,
     steps_per_epoch,
@@ -320,7 +321,8 @@ def _log_augmented(logger: RunLogger, training: Training, data: Dataset) -> None
     ranks = settings.distributed
     order = ranks.shard(epoch_order(len(data.train), settings.seed, 0), pad=True)
     first = order[: settings.batch_size // ranks.world_size]
-    draws = training.augment.draw(len(first), settings.seed, 0, 0, ranks.rank)
+    drawn = training.augment.draw(len(order), settings.seed, 0, ranks.rank)  # the epoch's, as `fit` draws
+    draws = batch_draws(drawn, 0, len(first), len(first))
     labels = data.train.labels[first.to(data.train.device)]
     grid = augmented_grid(
         data.train.take(first), labels, training.preprocess, training.augment, draws, data.classes

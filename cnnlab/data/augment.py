@@ -3,8 +3,9 @@ random crops (padded or resized) and flips, random erasing, mixup and cutmix wit
 
 torchvision.transforms.v2 draws one set of parameters per call, so every sample of a batch would get
 the same crop (and MixUp/CutMix one λ per batch); here each sample has its own, applied in one batched
-op. The draws are made on the CPU from (seed, epoch, batch, rank) alone — a resumed run draws the same
-ones, two ranks never the same — and enter the step as tensors, so a compiled step holds no generator.
+op. The draws are made on the CPU once per epoch, for every sample a rank trains on in it, from (seed,
+epoch, rank) alone — a resumed run draws the same ones, two ranks never the same — and each batch takes
+its rows as tensors, so a compiled step holds no generator and the step pays no draw.
 """
 
 from dataclasses import dataclass
@@ -50,9 +51,10 @@ class Augment:
         """Whether targets become soft (mixup or cutmix)."""
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
-    def draw(self, n: int, seed: int, epoch: int, batch: int, rank: int = 0) -> dict[str, torch.Tensor]:
-        """The random parameters of a batch of `n` samples: a pure function of its arguments (CPU tensors)."""
-        rng = np.random.default_rng([seed, epoch, batch, rank])
+    def draw(self, n: int, seed: int, epoch: int, rank: int = 0) -> dict[str, torch.Tensor]:
+        """The random parameters of the `n` samples a rank trains on in an epoch, a row each in training
+        order (batch b takes rows b·batch_size onwards): a pure function of its arguments (CPU tensors)."""
+        rng = np.random.default_rng([seed, epoch, rank])
         height, width = self.size
         draws = {}
         if self.geometric:

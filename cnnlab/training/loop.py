@@ -273,15 +273,25 @@ def train_step(
     return loss.detach() * len(labels), hits, grad_norm
 
 
-def augmentation_draws(
-    augment: Augment | None, count: int, seed: int, epoch: int, batch: int, rank: int, device: torch.device
+def epoch_draws(
+    augment: Augment | None, count: int, seed: int, epoch: int, rank: int, device: torch.device
 ) -> dict[str, torch.Tensor] | None:
-    """The augmentation's random draws for one training batch of `count` samples, on `device`: a pure
-    function of (seed, epoch, batch, rank); None without augmentation."""
+    """The augmentation's random draws for the `count` samples a rank trains on in an epoch, in training
+    order, on `device`: a pure function of (seed, epoch, rank); None without augmentation."""
     if augment is None:
         return None
-    draws = augment.draw(count, seed, epoch, batch, rank)
+    draws = augment.draw(count, seed, epoch, rank)
     return {key: value.to(device, non_blocking=True) for key, value in draws.items()}
+
+
+def batch_draws(
+    draws: dict[str, torch.Tensor] | None, batch: int, batch_size: int, count: int
+) -> dict[str, torch.Tensor] | None:
+    """The rows of an epoch's draws (`epoch_draws`) that its batch number `batch` of `count` samples takes."""
+    if draws is None:
+        return None
+    start = batch * batch_size
+    return {key: value[start : start + count] for key, value in draws.items()}
 
 
 def fit(
@@ -297,7 +307,7 @@ def fit(
     the checkpointer writes last.pt (and best.pt when the validation accuracy improved).
 
     `training.forward` (a BatchLoss, perhaps compiled or around DDP) takes the steps, its augmentation
-    drawn for each batch from (seed, epoch, batch, rank), so a resumed run draws what an uninterrupted
+    drawn once per epoch from (seed, epoch, rank), so a resumed run draws what an uninterrupted
     one would; `training.model` is the plain module inside it, which `evaluate` runs. `after_epoch(state)`
     runs once each epoch is logged (e.g. to draw TensorBoard images), `after_step()` after each training
     step (e.g. a profiler's).
@@ -328,7 +338,10 @@ def fit(
         while state.epoch < settings.epochs and state.stopped_early is None:
             epoch = state.epoch
             training.model.train()
-            order = ranks.shard(epoch_order(len(train), settings.seed, epoch), pad=True)[: steps * batch_size]
+            shard = ranks.shard(epoch_order(len(train), settings.seed, epoch), pad=True)
+            # Drawn for the whole shard, so that limit_batches takes the same draws' first rows.
+            drawn = epoch_draws(augment, len(shard), settings.seed, epoch, ranks.rank, device)
+            order = shard[: steps * batch_size]
             # Per-step losses and gradient norms stay on the device: no synchronization until the
             # epoch's end.
             losses = torch.zeros(steps, device=device)
@@ -339,9 +352,7 @@ def fit(
             logger.start_epoch(epoch + 1, len(order), done=state.epoch_seen, running=running)
             tic = time.perf_counter()
             for images, labels in batches(train, batch_size, order, start=state.batch):
-                draws = augmentation_draws(
-                    augment, len(labels), settings.seed, epoch, state.batch, ranks.rank, device
-                )
+                draws = batch_draws(drawn, state.batch, batch_size, len(labels))
                 lrs.append(optimizer.param_groups[0]["lr"])  # the rate this step uses, for errors
                 try:
                     loss_sum, hits, grad_norm = train_step(

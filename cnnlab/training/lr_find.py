@@ -11,7 +11,7 @@ import torch
 from cnnlab.data.batches import batches, epoch_order
 from cnnlab.data.sources import AnySplit
 from cnnlab.errors import CnnlabError
-from cnnlab.training.loop import Training, augmentation_draws, train_step
+from cnnlab.training.loop import Training, batch_draws, epoch_draws, train_step
 
 # The suggestion is this share of the lr where the smoothed loss is lowest: at the minimum the loss has
 # stopped falling, so the lr that trains fastest and stays stable lies about a decade below it.
@@ -66,12 +66,11 @@ def lr_range_test(
     training.model.train()
     while len(curve.lrs) < steps:
         order = epoch_order(len(train), settings.seed, epoch)
+        drawn = epoch_draws(training.augment, len(order), settings.seed, epoch, 0, train.device)
         for batch, (images, labels) in enumerate(batches(train, settings.batch_size, order)):
             if len(curve.lrs) == steps:
                 break
-            draws = augmentation_draws(
-                training.augment, len(labels), settings.seed, epoch, batch, 0, train.device
-            )
+            draws = batch_draws(drawn, batch, settings.batch_size, len(labels))
             lr = optimizer.param_groups[0]["lr"]
             loss_sum, _, _ = train_step(
                 training.forward,

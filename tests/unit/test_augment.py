@@ -1,5 +1,6 @@
 """Training-time augmentation in-process: per-sample draws that are a pure function of (seed, epoch,
-batch, rank), exact crops and flips, soft targets for mixup and cutmix, the config group and its defaults."""
+rank), a row per sample of the epoch; exact crops and flips, soft targets for mixup and cutmix, the config
+group and its defaults."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from helpers import REPO
 from cnnlab.commands import COMMANDS
 from cnnlab.data.augment import Augment
 from cnnlab.data.batches import Preprocess
-from cnnlab.training.loop import BatchLoss
+from cnnlab.training.loop import BatchLoss, batch_draws
 
 NONE = yaml.safe_load((REPO / "configs" / "augment" / "none.yaml").read_text())
 
@@ -67,15 +68,25 @@ def test_crops_sample_the_image_where_affine_grid_says(crop, size):
         assert torch.allclose(out, want, atol=1e-4)
 
 
-def test_draws_are_a_pure_function_of_seed_epoch_batch_and_rank():
+def test_draws_are_a_pure_function_of_seed_epoch_and_rank():
     augment = make_augment(
         (32, 32), 10, crop="resized", flip=True, random_erasing=0.5, mixup_alpha=0.2, cutmix_alpha=1.0
     )
-    first = augment.draw(16, 0, 1, 2, 0)
+    first = augment.draw(16, 0, 1, 2)
     assert first.keys() == {"theta", "erase", "cut", "mixup", "lam"}
-    assert all(torch.equal(first[k], v) for k, v in augment.draw(16, 0, 1, 2, 0).items())
-    for other in ((1, 1, 2, 0), (0, 2, 2, 0), (0, 1, 3, 0), (0, 1, 2, 1)):  # seed, epoch, batch, rank
+    assert all(len(v) == 16 for v in first.values())  # a row per sample of the epoch
+    assert all(torch.equal(first[k], v) for k, v in augment.draw(16, 0, 1, 2).items())
+    for other in ((1, 1, 2), (0, 2, 2), (0, 1, 3)):  # seed, epoch, rank
         assert not torch.equal(first["theta"], augment.draw(16, *other)["theta"]), other
+
+
+def test_each_batch_takes_its_own_rows_of_the_epochs_draws():
+    drawn = {"theta": torch.arange(10.0).view(10, 1), "lam": torch.arange(10.0)}
+    last = batch_draws(drawn, 2, 4, 2)  # the third batch of 4: two samples left
+    assert torch.equal(last["theta"], torch.tensor([[8.0], [9.0]]))
+    assert torch.equal(last["lam"], torch.tensor([8.0, 9.0]))
+    assert torch.equal(batch_draws(drawn, 1, 4, 4)["lam"], torch.tensor([4.0, 5.0, 6.0, 7.0]))
+    assert batch_draws(None, 0, 4, 4) is None  # no augmentation
 
 
 def test_resized_crops_stay_within_their_scale_and_ratio():
