@@ -26,9 +26,15 @@ from cnnlab.training.logging import RunLogger
 # The learning-health check's tolerance: a training loss above (1 − this) × ln(C) is "not learning"
 # ("still at" chance up to (1 + this) × ln(C), "above" it past that).
 STUCK_MARGIN = 0.1
-# Nor is it judged before this many steps: a small dataset's first epoch (a 240-image folder at batch 64
+# A model whose training accuracy is more than this share of the way from chance (1/C) to 1 is learning.
+STUCK_ACCURACY = 0.25
+# The check waits for this many steps: a small dataset's first epoch (a 240-image folder at batch 64
 # takes 4 steps) is all warm-up, and a loss still at chance there says nothing about the learning rate.
+# Past the first epoch it is judged at the end of the epoch this step falls in.
 HEALTH_MIN_STEPS = 20
+# The judged loss is the mean over the last quarter of the epoch's steps so far, and over this many images
+# at least (the whole epoch's, if it has fewer): a few small batches' losses swing far above chance.
+HEALTH_MIN_IMAGES = 256
 
 
 class Diverged(CnnlabError):
@@ -328,6 +334,8 @@ def fit(
     health_step = (
         max(math.ceil(settings.health_check * steps), HEALTH_MIN_STEPS) if settings.health_check else 0
     )
+    if health_step > steps:  # past the first epoch: at the end of the epoch it falls in
+        health_step = math.ceil(health_step / steps) * steps
     # Under float16 the gradient scaler expects overflowing gradients (it skips those steps): forwards only.
     watching = (
         watch_for_anomalies(training.model, backward=settings.precision != "16")
@@ -473,17 +481,23 @@ def _check_health(state: RunState, settings: LoopSettings, logger: RunLogger) ->
     learning (lr far too high or too low, dead units, an init that saturates); if so, warn and record it."""
     state.health_checked = True
     done = len(state.epoch_losses)
-    recent = max(1, done // 4)  # the last quarter of the steps so far: past the first steps' transient
+    # The last quarter of the steps so far (past the first steps' transient), HEALTH_MIN_IMAGES at least.
+    recent = min(done, max(1, done // 4, math.ceil(HEALTH_MIN_IMAGES / settings.batch_size)))
     # Every batch but an epoch's last is full, so the recent steps saw all images but the earlier ones'.
     images = state.epoch_seen * settings.distributed.world_size - (done - recent) * settings.batch_size
     loss = sum(state.epoch_losses[-recent:]) / images
     chance = math.log(settings.num_classes)
-    if loss < chance * (1 - STUCK_MARGIN):
+    # A model that classifies well above chance is learning, whatever its loss: with few classes, label
+    # smoothing and augmentation a learning model's loss stays near ln C for a while.
+    accuracy = state.epoch_correct / (state.epoch_seen * settings.distributed.world_size)
+    guessing = 1 / settings.num_classes
+    if loss < chance * (1 - STUCK_MARGIN) or accuracy > guessing + STUCK_ACCURACY * (1 - guessing):
         return False
     message = (
         f"after {state.step} steps (epoch {state.epoch + 1}) the training loss is {loss:.3f}, "
         f"{'still at' if loss < chance * (1 + STUCK_MARGIN) else 'above'} chance level "
-        f"(ln {settings.num_classes} = {chance:.3f}): the model is not learning; try another "
+        f"(ln {settings.num_classes} = {chance:.3f}), and the training accuracy {accuracy:.2f} "
+        f"(chance: {guessing:.2f}): the model is not learning; try another "
         "optimizer.lr (lower if the loss rose, higher if it barely moved), a longer "
         "scheduler.warmup_epochs, or another model.init"
     )

@@ -134,11 +134,12 @@ def test_short_first_epochs_are_judged_after_20_steps(cli):
 
     stalled = cli("train", *STALLED, *SHORT_EPOCHS, "trainer.stop_if_stuck=true")
     assert stalled.returncode == 4, stalled.stderr
-    assert "error: after 20 steps (epoch 7) the training loss is" in one_error_line(stalled.stderr)
+    # Judged at the end of the epoch the 20th step falls in: all of its 3 steps, not the last one alone.
+    assert "error: after 21 steps (epoch 7) the training loss is" in one_error_line(stalled.stderr)
     stalled_dir = run_dirs(cli.cwd)[-1]  # named by the time it started
     assert metrics(stalled_dir)["status"] == "stuck"
     state = torch.load(stalled_dir / "last.pt", weights_only=True)["state"]
-    assert (state["epoch"], state["batch"], state["step"]) == (6, 2, 20)
+    assert (state["epoch"], state["batch"], state["step"]) == (6, 3, 21)
 
 
 def test_a_run_shorter_than_20_steps_is_not_judged(cli):

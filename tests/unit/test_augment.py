@@ -1,6 +1,6 @@
 """Training-time augmentation in-process: per-sample draws that are a pure function of (seed, epoch,
 rank), a row per sample of the epoch; exact crops and flips, soft targets for mixup and cutmix, the config
-group and its defaults."""
+group and its defaults (with the image folders' smaller batches)."""
 
 import pytest
 import torch
@@ -195,3 +195,18 @@ def test_evaluation_never_augments():
 def test_each_dataset_names_its_augmentation_and_the_book_presets_none(overrides, crop, flip):
     cfg = COMMANDS["train"].compose(overrides)
     assert (cfg.augment.crop, cfg.augment.flip) == (crop, flip)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "batch_size"),
+    [
+        ([], 64),
+        (["dataset=cifar10"], 64),
+        (["dataset=imagefolder"], 16),  # trainer=small_batches: a small folder still makes steps
+        (["dataset=imagefolder", "trainer.batch_size=64"], 64),
+        (["dataset=imagefolder", "trainer=default"], 64),
+        (["dataset=imagefolder", "experiment=d2l_resnet18"], 128),  # the book's batch
+    ],
+)
+def test_image_folders_train_in_small_batches_unless_told_otherwise(overrides, batch_size):
+    assert COMMANDS["train"].compose(overrides).trainer.batch_size == batch_size

@@ -1,5 +1,6 @@
 """The real-data protocol in-process: three splits, first-batch losses at chance level, and the pieces
-of the stability knobs (warm-up, gradient clipping, a non-finite validation loss)."""
+of the stability knobs (warm-up, gradient clipping, a non-finite validation loss) and the learning-health
+check."""
 
 import math
 
@@ -19,7 +20,8 @@ from cnnlab.data.splits import stratified_split
 from cnnlab.errors import DataError
 from cnnlab.models import create_model, list_models
 from cnnlab.models.sizing import smallest_input_size
-from cnnlab.training.loop import BatchLoss, train_step
+from cnnlab.training.logging import QuietLogger
+from cnnlab.training.loop import BatchLoss, RunState, _check_health, train_step
 from cnnlab.training.optim import build_scheduler
 
 # --- the three splits -------------------------------------------------------------------------------
@@ -214,3 +216,23 @@ def test_a_non_finite_validation_loss_is_divergence(tmp_path):
     with pytest.raises(Diverged, match="validation loss became non-finite"):
         fit(training, Dataset(split, split, None, ["a", "b"]), RunState(), Logger(), Checkpointer())
     assert saved == []  # neither last.pt nor best.pt replaced by the diverged model
+
+
+@pytest.mark.parametrize(
+    ("loss_per_image", "correct", "stuck"),
+    [
+        (0.69, 100, True),  # ln 2 = 0.693 and half right: guessing
+        (0.68, 197, False),  # near ln 2 but 0.77 right (label smoothing, augmentation): learning
+        (0.40, 128, False),  # the loss is well below chance
+        (0.90, 140, True),  # above chance, 0.55 right: still guessing
+    ],
+)
+def test_the_health_check_judges_the_loss_and_the_accuracy_against_chance(loss_per_image, correct, stuck):
+    settings = loop_settings(batch_size=16, num_classes=2)
+    # An epoch of 16 steps of 16 images: the judged window is all 256 of them (HEALTH_MIN_IMAGES).
+    state = RunState(step=32, epoch=1, batch=16, epoch_seen=256, epoch_correct=correct)
+    state.epoch_losses = [loss_per_image * 16] * 16
+    assert _check_health(state, settings, QuietLogger()) is stuck
+    assert len(state.warnings) == int(stuck) and state.health_checked
+    if stuck:
+        assert f"the training accuracy {correct / 256:.2f} (chance: 0.50)" in state.warnings[0]["message"]
