@@ -19,7 +19,10 @@ COMMANDS: dict[str, HydraCommand | PlainCommand] = {
         ),
         HydraCommand("kernel-learn", "learn a convolution kernel from data (d2l 7.2.4)", "kernel_learn"),
         HydraCommand(
-            "evaluate", "loss, accuracy, per-class table, confusion matrix of a run", "evaluate", ("augment",)
+            "evaluate",
+            "loss, accuracy, per-class table, confusion matrix of a run",
+            "evaluate",
+            ("augment", "trainer"),
         ),
         HydraCommand("predict", "top-k classes of image files with a trained run", "predict"),
         HydraCommand("activations", "PNG of a trained run's feature maps for one input", "activations"),
